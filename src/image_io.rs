@@ -1,0 +1,136 @@
+//! Image decoding with limits (nothing is allocated for a header that lies), EXIF
+//! orientation, alpha split, PNG encoding, and torch-compatible bicubic for the alpha plane.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, GrayImage, ImageDecoder, ImageFormat, ImageReader, RgbImage, RgbaImage};
+use thiserror::Error;
+
+/// Inputs up to this many pixels are accepted (x4 output: 400 megapixels).
+pub const MAX_INPUT_PIXELS: u64 = 25_000_000;
+
+#[derive(Debug, Error)]
+pub enum ImageError {
+    #[error("the file is empty")]
+    Empty,
+    #[error("not a PNG, JPEG or WebP image")]
+    UnknownFormat,
+    #[error("{format} format is not supported (use PNG, JPEG or WebP)")]
+    Unsupported { format: String },
+    #[error("the image is {width}x{height} pixels; the largest supported input is {max} megapixels")]
+    TooLarge { width: u32, height: u32, max: u64 },
+    #[error("the image is corrupt or truncated: {0}")]
+    Corrupt(String),
+    #[error("cannot write {path}: {detail}")]
+    Write { path: String, detail: String },
+}
+
+/// A decoded, upright image: RGB plus an optional alpha plane.
+pub struct Decoded {
+    pub rgb: RgbImage,
+    pub alpha: Option<GrayImage>,
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Decoded, ImageError> {
+    decode_with_limit(bytes, MAX_INPUT_PIXELS)
+}
+
+pub fn decode_with_limit(bytes: &[u8], max_pixels: u64) -> Result<Decoded, ImageError> {
+    if bytes.is_empty() {
+        return Err(ImageError::Empty);
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| ImageError::Corrupt(e.to_string()))?;
+    match reader.format() {
+        Some(ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP) => {}
+        Some(other) => return Err(ImageError::Unsupported { format: format!("{other:?}") }),
+        None => return Err(ImageError::UnknownFormat),
+    }
+    let mut decoder = reader.into_decoder().map_err(corrupt)?;
+    let (width, height) = decoder.dimensions();
+    if width == 0 || height == 0 {
+        return Err(ImageError::Corrupt(format!("the header says {width}x{height} pixels")));
+    }
+    if width as u64 * height as u64 > max_pixels {
+        return Err(ImageError::TooLarge { width, height, max: max_pixels / 1_000_000 });
+    }
+    let mut limits = image::Limits::default();
+    // Enough for the pixels at 16 bits per channel with alpha, and nothing more.
+    limits.max_alloc = Some(width as u64 * height as u64 * 8 + (1 << 20));
+    decoder.set_limits(limits).map_err(corrupt)?;
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
+    img.apply_orientation(orientation);
+    let alpha = img.color().has_alpha().then(|| {
+        let rgba = img.to_rgba8();
+        GrayImage::from_fn(rgba.width(), rgba.height(), |x, y| image::Luma([rgba.get_pixel(x, y)[3]]))
+    });
+    Ok(Decoded { rgb: img.to_rgb8(), alpha })
+}
+
+fn corrupt(e: image::ImageError) -> ImageError {
+    match e {
+        image::ImageError::Limits(l) => ImageError::Corrupt(format!("the image needs more memory than its size allows ({l})")),
+        image::ImageError::Unsupported(u) => ImageError::Unsupported { format: u.to_string() },
+        other => ImageError::Corrupt(other.to_string()),
+    }
+}
+
+/// Encode RGB (+ alpha) as PNG bytes.
+pub fn encode_png(rgb: &RgbImage, alpha: Option<&GrayImage>) -> Result<Vec<u8>, ImageError> {
+    let mut out = Vec::new();
+    let result = match alpha {
+        None => rgb.write_to(&mut Cursor::new(&mut out), ImageFormat::Png),
+        Some(a) => RgbaImage::from_fn(rgb.width(), rgb.height(), |x, y| {
+            let p = rgb.get_pixel(x, y);
+            image::Rgba([p[0], p[1], p[2], a.get_pixel(x, y)[0]])
+        })
+        .write_to(&mut Cursor::new(&mut out), ImageFormat::Png),
+    };
+    result.map_err(|e| ImageError::Write { path: "<png>".into(), detail: e.to_string() })?;
+    Ok(out)
+}
+
+/// torch's bicubic kernel (a = -0.75).
+fn cubic_weights(t: f32) -> [f32; 4] {
+    const A: f32 = -0.75;
+    let near = |x: f32| ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
+    let far = |x: f32| ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
+    [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)]
+}
+
+/// Resize one axis like `torch.nn.functional.interpolate(mode="bicubic", align_corners=False)`:
+/// for each output index, the 4 source indices (clamped) and their weights.
+fn bicubic_taps(len_in: usize, len_out: usize) -> Vec<([usize; 4], [f32; 4])> {
+    let scale = len_in as f32 / len_out as f32;
+    (0..len_out)
+        .map(|o| {
+            let src = (o as f32 + 0.5) * scale - 0.5;
+            let i0 = src.floor();
+            let w = cubic_weights(src - i0);
+            let idx = [-1i64, 0, 1, 2].map(|d| (i0 as i64 + d).clamp(0, len_in as i64 - 1) as usize);
+            (idx, w)
+        })
+        .collect()
+}
+
+/// Bicubic resize of an 8-bit plane to `width` x `height` (values rounded, clamped).
+pub fn resize_bicubic_gray(src: &GrayImage, width: u32, height: u32) -> GrayImage {
+    let (w_in, h_in) = (src.width() as usize, src.height() as usize);
+    let tx = bicubic_taps(w_in, width as usize);
+    let ty = bicubic_taps(h_in, height as usize);
+    // Horizontal pass into floats, then vertical.
+    let mut tmp = vec![0f32; h_in * width as usize];
+    for y in 0..h_in {
+        let row = &src.as_raw()[y * w_in..(y + 1) * w_in];
+        for (x, (idx, w)) in tx.iter().enumerate() {
+            tmp[y * width as usize + x] = (0..4).map(|k| w[k] * row[idx[k]] as f32).sum();
+        }
+    }
+    GrayImage::from_fn(width, height, |x, y| {
+        let (idx, w) = &ty[y as usize];
+        let v: f32 = (0..4).map(|k| w[k] * tmp[idx[k] * width as usize + x as usize]).sum();
+        image::Luma([(v + 0.5).floor().clamp(0.0, 255.0) as u8])
+    })
+}

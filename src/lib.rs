@@ -1,0 +1,15 @@
+//! onestep-sr: one-step diffusion super-resolution (OSEDiff, PiSA-SR) and Real-ESRGAN on the
+//! user's own device. Data flows one way:
+//! image ([`image_io`]) → pre-process → model ([`model`], weights from [`weights`]) on a
+//! [`device`] → tiles blended ([`tiling`], driven by [`pipeline`]) → image.
+
+pub mod device;
+pub mod image_io;
+pub mod model;
+pub mod pipeline;
+pub mod tiling;
+pub mod weights;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod upscaler;
+
+pub use device::DeviceChoice;

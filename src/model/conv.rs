@@ -1,0 +1,43 @@
+use burn::tensor::{Tensor, module::conv2d, ops::ConvOptions};
+
+use crate::weights::{ParamStore, WeightsError};
+
+/// A 2-D convolution with torch's weight layout `[out, in, k, k]` and "same" padding.
+pub struct Conv2d {
+    pub weight: Tensor<4>,
+    pub bias: Option<Tensor<1>>,
+    padding: usize,
+    stride: usize,
+}
+
+impl Conv2d {
+    /// Load `{path}.weight` and `{path}.bias` with stride 1 and padding k/2.
+    pub fn load(store: &mut ParamStore, path: &str, c_in: usize, c_out: usize, k: usize) -> Result<Self, WeightsError> {
+        Self::load_with(store, path, c_in, c_out, k, 1, k / 2, true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn load_with(
+        store: &mut ParamStore,
+        path: &str,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        bias: bool,
+    ) -> Result<Self, WeightsError> {
+        let weight = store.take(&format!("{path}.weight"), [c_out, c_in, k, k])?;
+        let bias = if bias { Some(store.take(&format!("{path}.bias"), [c_out])?) } else { None };
+        Ok(Self { weight, bias, padding, stride })
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        conv2d(
+            x,
+            self.weight.clone(),
+            self.bias.clone(),
+            ConvOptions::new([self.stride; 2], [self.padding; 2], [1, 1], 1),
+        )
+    }
+}

@@ -1,0 +1,7 @@
+//! The math only: modules whose field paths are the checkpoint's tensor names.
+//! Nothing here reads files or the network.
+
+pub mod conv;
+pub mod rrdb;
+
+pub use rrdb::{RrdbNet, RrdbNetConfig};

