@@ -82,9 +82,9 @@ fn a_model_never_gets_weights_of_another_shape() {
 fn loading_streams_and_stops_at_the_first_bad_shard() {
     let dir = tempfile::tempdir().unwrap();
     let mut w = ShardWriter::create(dir.path()).unwrap();
-    // Three 12 MiB tensors -> three shards (32 MiB limit).
+    // Three 20 MiB tensors -> three shards (32 MiB limit).
     for i in 0..3 {
-        w.add_f16(&format!("t{i}"), &[6 << 20], &vec![i as f32; 6 << 20]).unwrap();
+        w.add_f16(&format!("t{i}"), &[10 << 20], &vec![i as f32; 10 << 20]).unwrap();
     }
     let m = w.finish("big", "none", serde_json::Value::Null, serde_json::Value::Null).unwrap();
     assert_eq!(m.shards.len(), 3);

@@ -95,7 +95,10 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // One line, whatever the underlying library put in its message.
+            let msg = e.to_string();
+            let lines: Vec<&str> = msg.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            eprintln!("error: {}", lines.join(": "));
             ExitCode::FAILURE
         }
     }

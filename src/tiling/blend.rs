@@ -95,10 +95,10 @@ mod tests {
         let mut b = RowBlender::new(50, 2);
         let mut out = Vec::new();
         for t in &plan.tiles {
-            out.extend(b.finish_rows_before(t.y, |v| v as u8));
+            out.extend(b.finish_rows_before(t.y, |v| v.round() as u8));
             b.add(t, &vec![7.0; 2 * t.h * t.w]);
         }
-        out.extend(b.finish_rows_before(70, |v| v as u8));
+        out.extend(b.finish_rows_before(70, |v| v.round() as u8));
         assert_eq!(out.len(), 70 * 50 * 2);
         assert!(out.iter().all(|&v| v == 7));
     }
