@@ -32,7 +32,7 @@ pub fn realesrgan_dir() -> PathBuf {
 /// missing driver fails instead of falling back to OpenGL.
 pub fn gpu() -> Device {
     static GPU: OnceLock<Device> = OnceLock::new();
-    GPU.get_or_init(|| onestep_sr::device::gpu().expect("Vulkan adapter (lavapipe: mesa-vulkan-drivers)"))
+    GPU.get_or_init(|| onestep_sr::device::gpu().expect("Vulkan adapter (lavapipe: mesa-vulkan-drivers)").0)
         .clone()
 }
 
