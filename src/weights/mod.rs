@@ -1,6 +1,7 @@
 //! Weights: format v1 (manifest + SHA-256-checked shards), streaming loader, parameter store,
 //! converters. Bytes in, device tensors out; no arithmetic on activations here.
 
+pub mod diffusers;
 mod error;
 pub mod loader;
 pub mod manifest;

@@ -1,0 +1,188 @@
+//! SD 2.1-base networks vs diffusers 0.42.1 / transformers 5.24 (tiny random-weight models
+//! and reference outputs made by tests/fixtures/sd/generate.py; see its README), on burn's
+//! CPU backend in f32. Every parity test names its tolerance: max |diff| ≤ 1e-4.
+//! The full-size tests build nothing: they compare dry-run tensor listings.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use common::*;
+use onestep_sr::model::sd::{
+    AutoencoderKL, AutoencoderKLConfig, ClipTextConfig, ClipTextModel, UNet2DConditionConfig, UNet2DConditionModel,
+};
+use onestep_sr::weights::ParamStore;
+use onestep_sr::weights::diffusers::load_component;
+use safetensors::{Dtype, SafeTensors};
+
+const TOL: f32 = 1e-4;
+
+struct Reference(Vec<u8>);
+
+impl Reference {
+    fn open() -> Self {
+        Self(std::fs::read(fixture("sd/reference.safetensors")).expect("tests/fixtures/sd/reference.safetensors"))
+    }
+
+    fn get(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
+        let st = SafeTensors::deserialize(&self.0).unwrap();
+        let v = st.tensor(name).unwrap_or_else(|e| panic!("reference {name}: {e}"));
+        assert_eq!(v.dtype(), Dtype::F32, "{name}");
+        let values = v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        (v.shape().to_vec(), values)
+    }
+
+    fn ids(&self, name: &str) -> Vec<i64> {
+        let st = SafeTensors::deserialize(&self.0).unwrap();
+        let v = st.tensor(name).unwrap();
+        assert_eq!(v.dtype(), Dtype::I64, "{name}");
+        v.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
+    }
+
+    fn tensor<const D: usize>(&self, name: &str, device: &Device) -> Tensor<D> {
+        let (shape, values) = self.get(name);
+        Tensor::from_data(TensorData::new(values, shape), device)
+    }
+}
+
+/// Max |got - want|, after checking the shapes agree.
+fn check<const D: usize>(what: &str, got: Tensor<D>, reference: &Reference, name: &str) -> f32 {
+    let (shape, want) = reference.get(name);
+    assert_eq!(got.dims().to_vec(), shape, "{what}: shape");
+    let got = got.into_data().try_to_vec::<f32>().unwrap();
+    let max = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    println!("{what} vs {name}: max |diff| = {max:.3e} (max |ref| = {scale:.3})");
+    assert!(max.is_finite() && max <= TOL, "{what}: max |diff| {max:e} > {TOL:e}");
+    max
+}
+
+fn load_vae(device: &Device) -> AutoencoderKL {
+    let (config, mut store) = load_component::<AutoencoderKLConfig>(&fixture("sd/vae"), device).unwrap();
+    assert_eq!(config, AutoencoderKLConfig::tiny(), "tiny() preset = fixture config");
+    let vae = AutoencoderKL::load(&mut store, &config).unwrap();
+    store.finish().unwrap();
+    vae
+}
+
+fn load_unet(device: &Device) -> UNet2DConditionModel {
+    let (config, mut store) = load_component::<UNet2DConditionConfig>(&fixture("sd/unet"), device).unwrap();
+    assert_eq!(config, UNet2DConditionConfig::tiny(), "tiny() preset = fixture config");
+    let unet = UNet2DConditionModel::load(&mut store, &config).unwrap();
+    store.finish().unwrap();
+    unet
+}
+
+fn load_clip(device: &Device) -> ClipTextModel {
+    let (config, mut store) = load_component::<ClipTextConfig>(&fixture("sd/text_encoder"), device).unwrap();
+    assert_eq!(config, ClipTextConfig::tiny(), "tiny() preset = fixture config");
+    let clip = ClipTextModel::load(&mut store, &config).unwrap();
+    store.finish().unwrap();
+    clip
+}
+
+#[test]
+fn vae_encoder_tiny_matches_diffusers_1e4() {
+    let (device, r) = (cpu(), Reference::open());
+    let vae = load_vae(&device);
+    let x = r.tensor::<4>("input", &device);
+    check("encode_moments", vae.encode_moments(x.clone()), &r, "vae_moments");
+    check("encode_mean", vae.encode_mean(x), &r, "vae_latent_mean");
+}
+
+#[test]
+fn vae_decoder_tiny_matches_diffusers_1e4() {
+    let (device, r) = (cpu(), Reference::open());
+    let vae = load_vae(&device);
+    check("decode", vae.decode(r.tensor::<4>("vae_latent_mean", &device)), &r, "vae_decoder_out");
+}
+
+#[test]
+fn unet_tiny_eps_t999_matches_diffusers_1e4() {
+    let (device, r) = (cpu(), Reference::open());
+    let unet = load_unet(&device);
+    let eps = unet.forward(r.tensor::<4>("z", &device), 999.0, &r.tensor::<3>("text_emb_null", &device));
+    check("unet t=999", eps, &r, "base_unet_eps_t999");
+}
+
+#[test]
+fn unet_tiny_eps_t1_matches_diffusers_1e4() {
+    let (device, r) = (cpu(), Reference::open());
+    let unet = load_unet(&device);
+    let eps = unet.forward(r.tensor::<4>("z", &device), 1.0, &r.tensor::<3>("text_emb_null", &device));
+    check("unet t=1", eps, &r, "base_unet_eps_t1");
+}
+
+#[test]
+fn clip_tiny_text_embeddings_match_transformers_1e4() {
+    let (device, r) = (cpu(), Reference::open());
+    let clip = load_clip(&device);
+    let null = r.ids("text_ids_null");
+    assert_eq!(&null[..3], &[49406, 49407, 0], "SD2 tokenizer: BOS, EOS, '!' padding");
+    assert!(null[2..].iter().all(|&t| t == 0));
+    check("clip(\"\")", clip.forward_ids(&null, &device), &r, "text_emb_null");
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(r.ids("text_ids_prompt"), [1, 77]), &device);
+    check("clip(prompt)", clip.forward(ids), &r, "text_emb_prompt");
+}
+
+/// `sd21_base_keys.txt`: `component/name<TAB>d0,d1,...` per line.
+fn reference_keys() -> BTreeMap<String, BTreeMap<String, Vec<usize>>> {
+    let text = std::fs::read_to_string(fixture("sd/sd21_base_keys.txt")).unwrap();
+    let mut out: BTreeMap<String, BTreeMap<String, Vec<usize>>> = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let (name, shape) = line.split_once('\t').unwrap();
+        let (component, name) = name.split_once('/').unwrap();
+        let shape = shape.split(',').map(|d| d.parse().unwrap()).collect();
+        assert!(out.entry(component.into()).or_default().insert(name.into(), shape).is_none(), "duplicate {name}");
+    }
+    out
+}
+
+fn as_map(list: Vec<(String, Vec<usize>)>) -> BTreeMap<String, Vec<usize>> {
+    let n = list.len();
+    let map: BTreeMap<_, _> = list.into_iter().collect();
+    assert_eq!(map.len(), n, "a model asks for a tensor twice");
+    map
+}
+
+fn assert_same_keys(component: &str, model: &BTreeMap<String, Vec<usize>>, want: &BTreeMap<String, Vec<usize>>) {
+    let missing: Vec<_> = want.keys().filter(|k| !model.contains_key(*k)).collect();
+    let extra: Vec<_> = model.keys().filter(|k| !want.contains_key(*k)).collect();
+    let wrong: Vec<_> = model.iter().filter(|(k, s)| want.get(*k).is_some_and(|w| w != *s)).collect();
+    assert!(missing.is_empty() && extra.is_empty() && wrong.is_empty(),
+        "{component}: not in the model {missing:?}; not in the checkpoint {extra:?}; shapes differ {wrong:?}");
+}
+
+fn numel(map: &BTreeMap<String, Vec<usize>>, filter: impl Fn(&str) -> bool) -> usize {
+    map.iter().filter(|(k, _)| filter(k)).map(|(_, s)| s.iter().product::<usize>()).sum()
+}
+
+#[test]
+fn sd21_base_tensor_names_and_shapes_match_checkpoint_listing_1to1() {
+    let keys = reference_keys();
+    assert_same_keys("unet", &as_map(UNet2DConditionConfig::sd21_base().tensor_shapes()), &keys["unet"]);
+    assert_same_keys("vae", &as_map(AutoencoderKLConfig::sd21_base().tensor_shapes()), &keys["vae"]);
+    assert_same_keys("text_encoder", &as_map(ClipTextConfig::sd21_base().tensor_shapes()), &keys["text_encoder"]);
+    assert_eq!(keys.len(), 3);
+}
+
+#[test]
+fn sd21_base_parameter_counts_match_diffusers() {
+    let unet = as_map(UNet2DConditionConfig::sd21_base().tensor_shapes());
+    assert_eq!(numel(&unet, |_| true), 865_910_724);
+    let vae = as_map(AutoencoderKLConfig::sd21_base().tensor_shapes());
+    assert_eq!(numel(&vae, |_| true), 83_653_863);
+    assert_eq!(numel(&vae, |k| k.starts_with("encoder.") || k.starts_with("quant_conv.")), 34_163_664);
+    assert_eq!(numel(&vae, |k| k.starts_with("decoder.") || k.starts_with("post_quant_conv.")), 49_490_199);
+    let clip = as_map(ClipTextConfig::sd21_base().tensor_shapes());
+    assert_eq!(numel(&clip, |k| !k.ends_with("position_ids")), 340_387_840);
+}
+
+#[test]
+fn dry_run_store_allocates_placeholders_only() {
+    let mut store = ParamStore::dry_run(&cpu());
+    let t = store.take("x.weight", [1280, 1280, 3, 3]).unwrap();
+    assert_eq!(t.dims(), [1, 1, 1, 1]);
+    assert_eq!(store.requests(), &[("x.weight".to_string(), vec![1280, 1280, 3, 3])]);
+}
