@@ -186,3 +186,93 @@ fn dry_run_store_allocates_placeholders_only() {
     assert_eq!(t.dims(), [1, 1, 1, 1]);
     assert_eq!(store.requests(), &[("x.weight".to_string(), vec![1280, 1280, 3, 3])]);
 }
+
+// ---- LoRA (peft semantics) merged into the base weights, vs unmerged peft forwards ----
+
+use onestep_sr::weights::lora::{PEFT_DEFAULT_ALPHA, check_targets, merge_peft};
+use onestep_sr::weights::torch_pickle::TorchCheckpoint;
+
+fn checkpoint(name: &str) -> TorchCheckpoint {
+    TorchCheckpoint::from_bytes(std::fs::read(fixture(&format!("sd/{name}"))).unwrap()).unwrap()
+}
+
+/// The tiny UNet with the given adapters of `state_dict_unet` merged (and conv_in replaced).
+fn lora_unet(ckpt: &TorchCheckpoint, adapters: &[&str], rank: usize, device: &Device) -> UNet2DConditionModel {
+    let (config, mut store) = load_component::<UNet2DConditionConfig>(&fixture("sd/unet"), device).unwrap();
+    let state = ckpt.tensor_dict("state_dict_unet").unwrap();
+    let report = merge_peft(&mut store, &state, adapters, rank, PEFT_DEFAULT_ALPHA).unwrap();
+    println!("merged {adapters:?}: {report:?}");
+    assert_eq!(report.replaced, 2, "conv_in.base_layer weight + bias");
+    let unet = UNet2DConditionModel::load(&mut store, &config).unwrap();
+    store.finish().unwrap();
+    unet
+}
+
+#[test]
+fn torch_pickle_reads_official_checkpoint_layout() {
+    let ose = checkpoint("osediff.pkl");
+    assert_eq!((ose.int("rank_unet").unwrap(), ose.int("rank_vae").unwrap()), (4, 4));
+    let vae_modules = ose.string_list("vae_lora_encoder_modules").unwrap();
+    assert_eq!(vae_modules.len(), 65);
+    assert_eq!(vae_modules.iter().filter(|m| *m == "quant_conv").count(), 10);
+    assert_eq!(ose.tensor_dict("state_dict_unet").unwrap().len(), 366);
+    let vae = ose.tensor_dict("state_dict_vae").unwrap();
+    assert_eq!(vae.len(), 64);
+    assert_eq!(check_targets(&vae, &vae_modules, "default_encoder").unwrap(), 32);
+    let pisa = checkpoint("pisa_sr.pkl");
+    assert_eq!((pisa.int("lora_rank_unet_pix").unwrap(), pisa.int("lora_rank_unet_sem").unwrap()), (4, 4));
+    let state = pisa.tensor_dict("state_dict_unet").unwrap();
+    assert_eq!(state.len(), 730);
+    let mut n = 0;
+    for part in ["encoder", "decoder", "others"] {
+        for kind in ["pix", "sem"] {
+            let modules = pisa.string_list(&format!("unet_lora_{part}_modules_{kind}")).unwrap();
+            n += check_targets(&state, &modules, &format!("default_{part}_{kind}")).unwrap();
+        }
+    }
+    assert_eq!(n, 2 * (64 + 102 + 16));
+}
+
+#[test]
+fn osediff_vae_encoder_lora_tiny_matches_peft_1e4() {
+    let (device, r) = (cpu(), Reference::open());
+    let ckpt = checkpoint("osediff.pkl");
+    let (config, mut store) = load_component::<AutoencoderKLConfig>(&fixture("sd/vae"), &device).unwrap();
+    let state = ckpt.tensor_dict("state_dict_vae").unwrap();
+    let rank = ckpt.int("rank_vae").unwrap() as usize;
+    let report = merge_peft(&mut store, &state, &["default_encoder"], rank, PEFT_DEFAULT_ALPHA).unwrap();
+    assert_eq!((report.modules, report.merged, report.replaced), (32, 32, 0));
+    let vae = AutoencoderKL::load(&mut store, &config).unwrap();
+    store.finish().unwrap();
+    let x = r.tensor::<4>("input", &device);
+    check("osediff encode_moments", vae.encode_moments(x.clone()), &r, "osediff_vae_moments");
+    let z = vae.encode_mean(x) * config.scaling_factor;
+    check("osediff z", z, &r, "osediff_z");
+}
+
+#[test]
+fn osediff_unet_lora_tiny_matches_peft_1e4() {
+    let (device, r) = (cpu(), Reference::open());
+    let ckpt = checkpoint("osediff.pkl");
+    let rank = ckpt.int("rank_unet").unwrap() as usize;
+    let unet = lora_unet(&ckpt, &["default_encoder", "default_decoder", "default_others"], rank, &device);
+    let (z, ctx) = (r.tensor::<4>("osediff_z", &device), r.tensor::<3>("text_emb_null", &device));
+    check("osediff unet t=999", unet.forward(z.clone(), 999.0, &ctx), &r, "osediff_eps_t999");
+    check("osediff unet t=1", unet.forward(z, 1.0, &ctx), &r, "osediff_eps_t1");
+}
+
+#[test]
+fn pisa_sr_unet_pix_and_sem_lora_tiny_match_peft_1e4() {
+    let (device, r) = (cpu(), Reference::open());
+    let ckpt = checkpoint("pisa_sr.pkl");
+    let rank = ckpt.int("lora_rank_unet_pix").unwrap() as usize;
+    assert_eq!(rank, ckpt.int("lora_rank_unet_sem").unwrap() as usize);
+    let (z, ctx) = (r.tensor::<4>("z", &device), r.tensor::<3>("text_emb_null", &device));
+    let pix = ["default_encoder_pix", "default_decoder_pix", "default_others_pix"];
+    let unet = lora_unet(&ckpt, &pix, rank, &device);
+    check("pisa W_pix t=1", unet.forward(z.clone(), 1.0, &ctx), &r, "pisa_eps_pix_t1");
+    check("pisa W_pix t=999", unet.forward(z.clone(), 999.0, &ctx), &r, "pisa_eps_pix_t999");
+    let all = [pix.as_slice(), &["default_encoder_sem", "default_decoder_sem", "default_others_sem"]].concat();
+    let unet = lora_unet(&ckpt, &all, rank, &device);
+    check("pisa W_sem t=1", unet.forward(z, 1.0, &ctx), &r, "pisa_eps_sem_t1");
+}

@@ -6,6 +6,8 @@ mod error;
 pub mod loader;
 pub mod manifest;
 pub mod store;
+pub mod torch_pickle;
+pub mod lora;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod ncnn;
 #[cfg(not(target_arch = "wasm32"))]

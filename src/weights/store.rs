@@ -82,6 +82,39 @@ impl ParamStore {
         self.tensors.insert(name.to_string(), (shape.to_vec(), tensor));
     }
 
+    /// Replace the values of an existing tensor of the same shape (fine-tuned parameters).
+    pub fn replace(&mut self, name: &str, shape: &[usize], values: Vec<f32>) -> Result<(), WeightsError> {
+        match self.tensors.get(name) {
+            None => Err(WeightsError::MissingTensor { name: name.to_string() }),
+            Some((got, _)) if got.as_slice() != shape => {
+                Err(WeightsError::Shape { name: name.to_string(), got: got.clone(), want: shape.to_vec() })
+            }
+            Some(_) => {
+                self.insert(name, shape, values);
+                Ok(())
+            }
+        }
+    }
+
+    /// Apply `f` to the flat values of tensor `name` after `check` accepted its shape
+    /// (an `Err` message from `check` becomes a shape error naming the tensor).
+    pub fn update(
+        &mut self,
+        name: &str,
+        check: impl FnOnce(&[usize]) -> Result<(), String>,
+        f: impl FnOnce(Tensor<1>) -> Tensor<1>,
+    ) -> Result<(), WeightsError> {
+        let (shape, tensor) =
+            self.tensors.remove(name).ok_or_else(|| WeightsError::MissingTensor { name: name.to_string() })?;
+        if let Err(why) = check(&shape) {
+            let err = WeightsError::Convert(format!("{name} {shape:?}: {why}"));
+            self.tensors.insert(name.to_string(), (shape, tensor));
+            return Err(err);
+        }
+        self.tensors.insert(name.to_string(), (shape, f(tensor)));
+        Ok(())
+    }
+
     /// Take the tensor `name`, which must have exactly `shape`.
     pub fn take<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<D>, WeightsError> {
         if let Some(req) = &mut self.requests {
