@@ -276,3 +276,34 @@ fn pisa_sr_unet_pix_and_sem_lora_tiny_match_peft_1e4() {
     let unet = lora_unet(&ckpt, &all, rank, &device);
     check("pisa W_sem t=1", unet.forward(z, 1.0, &ctx), &r, "pisa_eps_sem_t1");
 }
+
+#[test]
+fn lora_targets_follow_the_official_rule_and_pipeline_counts() {
+    use onestep_sr::weights::lora::{lora_param_count, unet_lora_targets, vae_encoder_lora_targets};
+    use std::collections::BTreeSet;
+    let set = |v: &[String]| v.iter().cloned().collect::<BTreeSet<_>>();
+
+    // Tiny models: the rule reproduces the module lists saved in the checkpoints.
+    let ose = checkpoint("osediff.pkl");
+    let tiny_unet = UNet2DConditionConfig::tiny().tensor_shapes();
+    let parts = unet_lora_targets(tiny_unet.iter().map(|(n, _)| n.as_str()));
+    for (got, key) in parts.iter().zip(["unet_lora_encoder_modules", "unet_lora_decoder_modules", "unet_lora_others_modules"]) {
+        assert_eq!(set(got), set(&ose.string_list(key).unwrap()), "{key}");
+    }
+    let tiny_vae = AutoencoderKLConfig::tiny().tensor_shapes();
+    let vae = vae_encoder_lora_targets(tiny_vae.iter().map(|(n, _)| n.as_str()));
+    assert_eq!(set(&vae), set(&ose.string_list("vae_lora_encoder_modules").unwrap()));
+
+    // Full size: pipeline.md's 258 UNet modules / 4,055,712 params and 32 VAE modules /
+    // 369,356 params at r = 4.
+    let full_unet = as_map(UNet2DConditionConfig::sd21_base().tensor_shapes());
+    let parts = unet_lora_targets(full_unet.keys().map(String::as_str));
+    assert_eq!(parts.iter().map(Vec::len).collect::<Vec<_>>(), [94, 148, 16]);
+    let params: usize = parts.iter().flatten().map(|m| lora_param_count(&full_unet[&format!("{m}.weight")], 4)).sum();
+    assert_eq!(params, 4_055_712);
+    let full_vae = as_map(AutoencoderKLConfig::sd21_base().tensor_shapes());
+    let vae = vae_encoder_lora_targets(full_vae.keys().map(String::as_str));
+    assert_eq!(vae.len(), 32);
+    let params: usize = vae.iter().map(|m| lora_param_count(&full_vae[&format!("{m}.weight")], 4)).sum();
+    assert_eq!(params, 369_356);
+}

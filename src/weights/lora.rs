@@ -121,3 +121,57 @@ pub fn check_targets(state: &BTreeMap<String, HostTensor>, modules: &[String], a
     }
     Ok(unique.len())
 }
+
+/// The official OSEDiff / PiSA-SR UNet LoRA targets, from the UNet's parameter names:
+/// every weight (names with "bias" or "norm" skipped) containing one of these patterns,
+/// split into the encoder (down blocks, conv_in), decoder (up blocks, conv_out) and
+/// "others" (mid block) adapters.
+pub const UNET_LORA_PATTERNS: [&str; 14] = [
+    "to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_in", "conv_shortcut", "conv_out", "proj_in",
+    "proj_out", "ff.net.2", "ff.net.0.proj",
+];
+
+/// `[encoder, decoder, others]` module names (without `.weight`), in the given order.
+pub fn unet_lora_targets<'a>(names: impl IntoIterator<Item = &'a str>) -> [Vec<String>; 3] {
+    let mut out: [Vec<String>; 3] = Default::default();
+    for n in names {
+        if n.contains("bias") || n.contains("norm") || !UNET_LORA_PATTERNS.iter().any(|p| n.contains(p)) {
+            continue;
+        }
+        let module = n.replace(".weight", "");
+        let part = if n.contains("down_blocks") || n.contains("conv_in") {
+            0
+        } else if n.contains("up_blocks") || n.contains("conv_out") {
+            1
+        } else {
+            2
+        };
+        out[part].push(module);
+    }
+    out
+}
+
+/// OSEDiff's VAE encoder LoRA targets: every encoder conv, the encoder's mid-block attention
+/// projections and `quant_conv` (deduplicated; the official list repeats names).
+pub fn vae_encoder_lora_targets<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    const PATTERNS: [&str; 10] = ["conv1", "conv2", "conv_in", "conv_shortcut", "conv", "conv_out", "to_k", "to_q", "to_v", "to_out.0"];
+    let mut out = Vec::new();
+    for n in names {
+        if n.contains("bias") || n.contains("norm") {
+            continue;
+        }
+        let encoder = n.contains("encoder") && PATTERNS.iter().any(|p| n.contains(p));
+        let quant = n.contains("quant_conv") && !n.contains("post_quant_conv");
+        let module = n.replace(".weight", "");
+        if (encoder || quant) && !out.contains(&module) {
+            out.push(module);
+        }
+    }
+    out
+}
+
+/// Parameters of one rank-`r` LoRA on a weight of shape `[out, in]` or `[out, in, kh, kw]`:
+/// A is `r x in x kh x kw`, B is `out x r`.
+pub fn lora_param_count(weight_shape: &[usize], r: usize) -> usize {
+    r * weight_shape[1..].iter().product::<usize>() + weight_shape[0] * r
+}
