@@ -3,5 +3,6 @@
 
 pub mod conv;
 pub mod rrdb;
+pub mod sd;
 
 pub use rrdb::{RrdbNet, RrdbNetConfig};

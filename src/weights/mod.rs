@@ -1,10 +1,13 @@
 //! Weights: format v1 (manifest + SHA-256-checked shards), streaming loader, parameter store,
 //! converters. Bytes in, device tensors out; no arithmetic on activations here.
 
+pub mod diffusers;
 mod error;
 pub mod loader;
 pub mod manifest;
 pub mod store;
+pub mod torch_pickle;
+pub mod lora;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod ncnn;
 #[cfg(not(target_arch = "wasm32"))]

@@ -11,11 +11,49 @@ use super::WeightsError;
 pub struct ParamStore {
     device: Device,
     tensors: BTreeMap<String, (Vec<usize>, Tensor<1>)>,
+    /// Dry run: every request is recorded here and answered with a 1-element placeholder.
+    requests: Option<Vec<(String, Vec<usize>)>>,
 }
 
 impl ParamStore {
     pub fn new(device: &Device) -> Self {
-        Self { device: device.clone(), tensors: BTreeMap::new() }
+        Self { device: device.clone(), tensors: BTreeMap::new(), requests: None }
+    }
+
+    /// A store that holds nothing and records what a model asks for: building a model
+    /// against it lists the model's tensors (name, shape) without allocating them. The
+    /// tensors it hands out have one element per dimension and must not be used.
+    pub fn dry_run(device: &Device) -> Self {
+        Self { device: device.clone(), tensors: BTreeMap::new(), requests: Some(Vec::new()) }
+    }
+
+    /// The tensors requested so far by a dry run, in request order (empty otherwise).
+    pub fn requests(&self) -> &[(String, Vec<usize>)] {
+        self.requests.as_deref().unwrap_or(&[])
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// Names and shapes of the tensors not yet taken.
+    pub fn remaining(&self) -> impl Iterator<Item = (&str, &[usize])> {
+        self.tensors.iter().map(|(k, (s, _))| (k.as_str(), s.as_slice()))
+    }
+
+    /// Accept a tensor that checkpoints may carry but the math never needs (e.g. CLIP's
+    /// int64 `position_ids` buffer): drop it if present, after checking its shape.
+    pub fn discard(&mut self, name: &str, shape: &[usize]) -> Result<(), WeightsError> {
+        if let Some(req) = &mut self.requests {
+            req.push((name.to_string(), shape.to_vec()));
+            return Ok(());
+        }
+        match self.tensors.remove(name) {
+            Some((got, _)) if got.as_slice() != shape => {
+                Err(WeightsError::Shape { name: name.to_string(), got, want: shape.to_vec() })
+            }
+            _ => Ok(()),
+        }
     }
 
     pub fn device(&self) -> &Device {
@@ -44,8 +82,45 @@ impl ParamStore {
         self.tensors.insert(name.to_string(), (shape.to_vec(), tensor));
     }
 
+    /// Replace the values of an existing tensor of the same shape (fine-tuned parameters).
+    pub fn replace(&mut self, name: &str, shape: &[usize], values: Vec<f32>) -> Result<(), WeightsError> {
+        match self.tensors.get(name) {
+            None => Err(WeightsError::MissingTensor { name: name.to_string() }),
+            Some((got, _)) if got.as_slice() != shape => {
+                Err(WeightsError::Shape { name: name.to_string(), got: got.clone(), want: shape.to_vec() })
+            }
+            Some(_) => {
+                self.insert(name, shape, values);
+                Ok(())
+            }
+        }
+    }
+
+    /// Apply `f` to the flat values of tensor `name` after `check` accepted its shape
+    /// (an `Err` message from `check` becomes a shape error naming the tensor).
+    pub fn update(
+        &mut self,
+        name: &str,
+        check: impl FnOnce(&[usize]) -> Result<(), String>,
+        f: impl FnOnce(Tensor<1>) -> Tensor<1>,
+    ) -> Result<(), WeightsError> {
+        let (shape, tensor) =
+            self.tensors.remove(name).ok_or_else(|| WeightsError::MissingTensor { name: name.to_string() })?;
+        if let Err(why) = check(&shape) {
+            let err = WeightsError::Convert(format!("{name} {shape:?}: {why}"));
+            self.tensors.insert(name.to_string(), (shape, tensor));
+            return Err(err);
+        }
+        self.tensors.insert(name.to_string(), (shape, f(tensor)));
+        Ok(())
+    }
+
     /// Take the tensor `name`, which must have exactly `shape`.
     pub fn take<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<D>, WeightsError> {
+        if let Some(req) = &mut self.requests {
+            req.push((name.to_string(), shape.to_vec()));
+            return Ok(Tensor::zeros([1; D], &self.device));
+        }
         let (got, tensor) = self
             .tensors
             .remove(name)

@@ -1,0 +1,14 @@
+//! Stable Diffusion 2.1-base's networks as diffusers / transformers define them: the VAE
+//! (AutoencoderKL), the UNet (UNet2DConditionModel) and the text encoder (CLIPTextModel).
+//! Field paths equal the checkpoint keys; configs have `sd21_base()` and `tiny()` presets.
+
+pub mod attention;
+pub mod clip;
+pub mod nn;
+pub mod resnet;
+pub mod unet;
+pub mod vae;
+
+pub use clip::{ClipTextConfig, ClipTextModel};
+pub use unet::{UNet2DConditionConfig, UNet2DConditionModel};
+pub use vae::{AutoencoderKL, AutoencoderKLConfig};

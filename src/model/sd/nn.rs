@@ -1,0 +1,105 @@
+//! Building blocks shared by the VAE, the UNet and the text encoder: Linear with torch's
+//! checkpoint layout, GroupNorm, LayerNorm and scaled dot-product attention, written with
+//! plain burn tensor ops.
+
+use burn::tensor::{
+    Tensor,
+    activation::softmax,
+    module::{layer_norm, linear},
+};
+
+use crate::weights::{ParamStore, WeightsError};
+
+/// `y = x W^T + b`. The checkpoint holds torch's `[out, in]`; it is transposed once at load
+/// because burn's `linear` takes `[in, out]`.
+pub struct Linear {
+    /// `[in, out]`.
+    pub weight: Tensor<2>,
+    pub bias: Option<Tensor<1>>,
+}
+
+impl Linear {
+    pub fn load(store: &mut ParamStore, path: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Self, WeightsError> {
+        let weight = store.take(&format!("{path}.weight"), [d_out, d_in])?.transpose();
+        let bias = if bias { Some(store.take(&format!("{path}.bias"), [d_out])?) } else { None };
+        Ok(Self { weight, bias })
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        linear(x, self.weight.clone(), self.bias.clone())
+    }
+}
+
+/// torch.nn.GroupNorm on `[N, C, H, W]` with an affine per-channel scale and shift.
+/// Statistics: mean and biased variance over each group's channels and pixels.
+pub struct GroupNorm {
+    pub weight: Tensor<1>,
+    pub bias: Tensor<1>,
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    pub fn load(store: &mut ParamStore, path: &str, groups: usize, channels: usize, eps: f64) -> Result<Self, WeightsError> {
+        if channels % groups != 0 {
+            return Err(WeightsError::Convert(format!("{path}: {channels} channels do not split into {groups} groups")));
+        }
+        let weight = store.take(&format!("{path}.weight"), [channels])?;
+        let bias = store.take(&format!("{path}.bias"), [channels])?;
+        Ok(Self { weight, bias, groups, eps })
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [n, c, h, w] = x.dims();
+        let g = x.reshape([n, self.groups, (c / self.groups) * h * w]);
+        let (var, mean) = g.clone().var_mean_bias(2);
+        let g = (g - mean) / (var + self.eps).sqrt();
+        g.reshape([n, c, h, w]) * self.weight.clone().reshape([1, c, 1, 1]) + self.bias.clone().reshape([1, c, 1, 1])
+    }
+}
+
+/// torch.nn.LayerNorm over the last dimension, affine.
+pub struct LayerNorm {
+    pub weight: Tensor<1>,
+    pub bias: Tensor<1>,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn load(store: &mut ParamStore, path: &str, dim: usize, eps: f64) -> Result<Self, WeightsError> {
+        let weight = store.take(&format!("{path}.weight"), [dim])?;
+        let bias = store.take(&format!("{path}.bias"), [dim])?;
+        Ok(Self { weight, bias, eps })
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        layer_norm(x, self.weight.clone(), Some(self.bias.clone()), self.eps)
+    }
+}
+
+/// Scaled dot-product attention, `softmax(q k^T / sqrt(d) + mask) v`, on
+/// `q: [B, heads, Lq, d]`, `k, v: [B, heads, Lk, d]`, an optional additive `mask: [Lq, Lk]`.
+///
+/// This is the one place where the `[Lq, Lk]` score matrix exists: a memory-bounded version
+/// (query chunks, online softmax) replaces this function body and nothing else.
+pub fn scaled_dot_product_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<Tensor<2>>) -> Tensor<4> {
+    let d = q.dims()[3];
+    let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (d as f64).sqrt());
+    let scores = match mask {
+        Some(m) => scores + m.unsqueeze::<4>(),
+        None => scores,
+    };
+    softmax(scores, 3).matmul(v)
+}
+
+/// `[B, L, heads * d]` → `[B, heads, L, d]`.
+pub fn split_heads(x: Tensor<3>, heads: usize) -> Tensor<4> {
+    let [b, l, c] = x.dims();
+    x.reshape([b, l, heads, c / heads]).swap_dims(1, 2)
+}
+
+/// `[B, heads, L, d]` → `[B, L, heads * d]`.
+pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
+    let [b, h, l, d] = x.dims();
+    x.swap_dims(1, 2).reshape([b, l, h * d])
+}

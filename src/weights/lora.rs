@@ -1,0 +1,177 @@
+//! Merging peft LoRA adapters into base weights (OSEDiff, PiSA-SR).
+//!
+//! peft names: `{module}.lora_A.{adapter}.weight` (`[r, in]`, or `[r, in, kh, kw]` for a
+//! conv, with the base conv's kernel) and `{module}.lora_B.{adapter}.weight` (`[out, r]`
+//! or `[out, r, 1, 1]`); `{module}.base_layer.{weight,bias}` are the wrapped module's own
+//! (possibly fine-tuned) parameters. The forward is `base(x) + (alpha / r) * B(A(x))`
+//! summed over the active adapters, so merging is `W' = W + (alpha / r) * B @ A` with the
+//! conv kernels flattened. The official code uses peft's default `lora_alpha = 8`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use burn::tensor::{Tensor, TensorData};
+
+use super::torch_pickle::HostTensor;
+use super::{ParamStore, WeightsError};
+
+/// peft's default `lora_alpha`; OSEDiff and PiSA-SR do not set it (rank 4 → scale 2).
+pub const PEFT_DEFAULT_ALPHA: f32 = 8.0;
+
+/// What [`merge_peft`] did.
+#[derive(Debug, Default, PartialEq)]
+pub struct MergeReport {
+    /// Modules that received at least one adapter.
+    pub modules: usize,
+    /// (module, adapter) pairs merged.
+    pub merged: usize,
+    /// Base tensors replaced by `base_layer` values.
+    pub replaced: usize,
+}
+
+/// The adapter names present in a peft state dict.
+pub fn adapter_names(state: &BTreeMap<String, HostTensor>) -> BTreeSet<String> {
+    state.keys().filter_map(|k| parse_lora_key(k).map(|(_, _, a)| a.to_string())).collect()
+}
+
+/// `{module}.lora_{A|B}.{adapter}.weight` → (module, 'A' | 'B', adapter).
+fn parse_lora_key(key: &str) -> Option<(&str, char, &str)> {
+    let rest = key.strip_suffix(".weight")?;
+    let (module, ab_adapter) = rest.split_once(".lora_")?;
+    let (ab, adapter) = ab_adapter.split_once('.')?;
+    let ab = match ab {
+        "A" => 'A',
+        "B" => 'B',
+        _ => return None,
+    };
+    Some((module, ab, adapter))
+}
+
+/// Merge the adapters named in `active` into `store` (base weights under diffusers names)
+/// and copy every `base_layer` tensor over its base tensor. `rank` (from the checkpoint) is
+/// checked against each adapter's A matrix. Adapters present but not active are ignored;
+/// an active adapter with no tensors is an error.
+pub fn merge_peft(
+    store: &mut ParamStore,
+    state: &BTreeMap<String, HostTensor>,
+    active: &[&str],
+    rank: usize,
+    alpha: f32,
+) -> Result<MergeReport, WeightsError> {
+    let present = adapter_names(state);
+    if let Some(missing) = active.iter().find(|a| !present.contains(**a)) {
+        return Err(WeightsError::Convert(format!("LoRA adapter {missing} is not in the checkpoint (it has {present:?})")));
+    }
+    let mut report = MergeReport::default();
+    let device = store.device().clone();
+
+    // Fully fine-tuned parameters of wrapped modules (OSEDiff's / PiSA-SR's conv_in).
+    for (key, t) in state {
+        if let Some((module, param)) = key.split_once(".base_layer.") {
+            let name = format!("{module}.{param}");
+            store.replace(&name, &t.shape, t.values.clone())?;
+            report.replaced += 1;
+        }
+    }
+
+    let mut modules = BTreeSet::new();
+    for (key, a) in state {
+        let Some((module, 'A', adapter)) = parse_lora_key(key) else { continue };
+        if !active.contains(&adapter) {
+            continue;
+        }
+        let b_key = format!("{module}.lora_B.{adapter}.weight");
+        let b = state.get(&b_key).ok_or_else(|| WeightsError::Convert(format!("{key} has no matching {b_key}")))?;
+        let r = a.shape[0];
+        let out = b.shape[0];
+        let rest: usize = a.shape[1..].iter().product();
+        if r != rank || b.shape.get(1) != Some(&r) || b.shape[2..].iter().any(|&d| d != 1) {
+            return Err(WeightsError::Convert(format!(
+                "{module} ({adapter}): A {:?} and B {:?} do not form a rank-{rank} LoRA",
+                a.shape, b.shape
+            )));
+        }
+        let name = format!("{module}.weight");
+        let scale = alpha / r as f32;
+        let a_t = Tensor::<2>::from_data(TensorData::new(a.values.clone(), [r, rest]), &device);
+        let b_t = Tensor::<2>::from_data(TensorData::new(b.values.clone(), [out, r]), &device);
+        let delta = (b_t.matmul(a_t) * scale).reshape([out * rest]);
+        store.update(&name, |shape| {
+            let base_rest: usize = shape[1..].iter().product();
+            (shape[0] == out && base_rest == rest && shape[1..] == a.shape[1..]).then_some(())
+                .ok_or_else(|| format!("LoRA {adapter} has A {:?} and B {:?}", a.shape, b.shape))
+        }, |w| w + delta)?;
+        modules.insert(module.to_string());
+        report.merged += 1;
+    }
+    report.modules = modules.len();
+    Ok(report)
+}
+
+/// The official checkpoints also list each adapter's target modules: check that every
+/// listed module (duplicates allowed, as in OSEDiff's VAE list) has that adapter's weights.
+pub fn check_targets(state: &BTreeMap<String, HostTensor>, modules: &[String], adapter: &str) -> Result<usize, WeightsError> {
+    let unique: BTreeSet<&String> = modules.iter().collect();
+    for m in &unique {
+        for ab in ["A", "B"] {
+            let key = format!("{m}.lora_{ab}.{adapter}.weight");
+            if !state.contains_key(&key) {
+                return Err(WeightsError::Convert(format!("target module {m} of adapter {adapter} has no {key}")));
+            }
+        }
+    }
+    Ok(unique.len())
+}
+
+/// The official OSEDiff / PiSA-SR UNet LoRA targets, from the UNet's parameter names:
+/// every weight (names with "bias" or "norm" skipped) containing one of these patterns,
+/// split into the encoder (down blocks, conv_in), decoder (up blocks, conv_out) and
+/// "others" (mid block) adapters.
+pub const UNET_LORA_PATTERNS: [&str; 14] = [
+    "to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_in", "conv_shortcut", "conv_out", "proj_in",
+    "proj_out", "ff.net.2", "ff.net.0.proj",
+];
+
+/// `[encoder, decoder, others]` module names (without `.weight`), in the given order.
+pub fn unet_lora_targets<'a>(names: impl IntoIterator<Item = &'a str>) -> [Vec<String>; 3] {
+    let mut out: [Vec<String>; 3] = Default::default();
+    for n in names {
+        if n.contains("bias") || n.contains("norm") || !UNET_LORA_PATTERNS.iter().any(|p| n.contains(p)) {
+            continue;
+        }
+        let module = n.replace(".weight", "");
+        let part = if n.contains("down_blocks") || n.contains("conv_in") {
+            0
+        } else if n.contains("up_blocks") || n.contains("conv_out") {
+            1
+        } else {
+            2
+        };
+        out[part].push(module);
+    }
+    out
+}
+
+/// OSEDiff's VAE encoder LoRA targets: every encoder conv, the encoder's mid-block attention
+/// projections and `quant_conv` (deduplicated; the official list repeats names).
+pub fn vae_encoder_lora_targets<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    const PATTERNS: [&str; 10] = ["conv1", "conv2", "conv_in", "conv_shortcut", "conv", "conv_out", "to_k", "to_q", "to_v", "to_out.0"];
+    let mut out = Vec::new();
+    for n in names {
+        if n.contains("bias") || n.contains("norm") {
+            continue;
+        }
+        let encoder = n.contains("encoder") && PATTERNS.iter().any(|p| n.contains(p));
+        let quant = n.contains("quant_conv") && !n.contains("post_quant_conv");
+        let module = n.replace(".weight", "");
+        if (encoder || quant) && !out.contains(&module) {
+            out.push(module);
+        }
+    }
+    out
+}
+
+/// Parameters of one rank-`r` LoRA on a weight of shape `[out, in]` or `[out, in, kh, kw]`:
+/// A is `r x in x kh x kw`, B is `out x r`.
+pub fn lora_param_count(weight_shape: &[usize], r: usize) -> usize {
+    r * weight_shape[1..].iter().product::<usize>() + weight_shape[0] * r
+}
