@@ -134,3 +134,69 @@ pub fn resize_bicubic_gray(src: &GrayImage, width: u32, height: u32) -> GrayImag
         image::Luma([(v + 0.5).floor().clamp(0.0, 255.0) as u8])
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn photo() -> RgbImage {
+        RgbImage::from_fn(6, 4, |x, y| image::Rgb([x as u8 * 40, y as u8 * 60, 128]))
+    }
+
+    /// A JPEG with an EXIF APP1 segment carrying `orientation`.
+    fn jpeg_with_orientation(img: &RgbImage, orientation: u16) -> Vec<u8> {
+        let mut jpeg = Vec::new();
+        img.write_to(&mut Cursor::new(&mut jpeg), ImageFormat::Jpeg).unwrap();
+        let mut tiff = b"II*\0\x08\0\0\0\x01\0".to_vec(); // little-endian, IFD at 8, one entry
+        tiff.extend_from_slice(&0x0112u16.to_le_bytes()); // Orientation
+        tiff.extend_from_slice(&3u16.to_le_bytes()); // SHORT
+        tiff.extend_from_slice(&1u32.to_le_bytes());
+        tiff.extend_from_slice(&orientation.to_le_bytes());
+        tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        let payload = [b"Exif\0\0".as_slice(), &tiff].concat();
+        let mut out = jpeg[..2].to_vec();
+        out.extend_from_slice(&[0xff, 0xe1]);
+        out.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
+        out.extend_from_slice(&payload);
+        out.extend_from_slice(&jpeg[2..]);
+        out
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        let img = photo();
+        let upright = decode(&jpeg_with_orientation(&img, 1)).unwrap().rgb;
+        assert_eq!(upright.dimensions(), (6, 4));
+        let rotated = decode(&jpeg_with_orientation(&img, 6)).unwrap().rgb; // 90° clockwise
+        assert_eq!(rotated.dimensions(), (4, 6));
+        // The top-left pixel of the rotated image is the bottom-left of the stored one.
+        let (a, b) = (rotated.get_pixel(0, 0), upright.get_pixel(0, 3));
+        assert!(a.0.iter().zip(b.0).all(|(x, y)| x.abs_diff(y) <= 8), "{a:?} vs {b:?}");
+    }
+
+    #[test]
+    fn png_and_webp_decode_with_alpha() {
+        let rgba = RgbaImage::from_fn(5, 3, |x, y| image::Rgba([x as u8, y as u8, 7, 10 * x as u8]));
+        for format in [ImageFormat::Png, ImageFormat::WebP] {
+            let mut bytes = Vec::new();
+            rgba.write_to(&mut Cursor::new(&mut bytes), format).unwrap();
+            let d = decode(&bytes).unwrap();
+            assert_eq!(d.rgb.get_pixel(4, 2).0, [4, 2, 7], "{format:?}");
+            assert_eq!(d.alpha.expect("alpha").get_pixel(4, 0).0, [40], "{format:?}");
+        }
+    }
+
+    #[test]
+    fn gif_is_refused_by_name() {
+        let gif = b"GIF89a\x01\0\x01\0\0\0\0;";
+        let e = decode(gif).err().unwrap().to_string();
+        assert!(e.contains("not supported") || e.contains("not a PNG"), "{e}");
+    }
+
+    #[test]
+    fn bicubic_of_a_constant_is_the_constant() {
+        let a = GrayImage::from_pixel(3, 5, image::Luma([200]));
+        let up = resize_bicubic_gray(&a, 12, 20);
+        assert!(up.pixels().all(|p| p.0[0] == 200));
+    }
+}
