@@ -8,7 +8,10 @@ use thiserror::Error;
 
 use crate::device::DeviceError;
 use crate::image_io::{self, Decoded, ImageError};
+use crate::model::sd::{Method, OneStepConfig};
 use crate::model::{RrdbNet, RrdbNetConfig};
+use crate::pipeline::one_step::OneStepSr;
+use crate::pipeline::sd_upscale::{self, SdOptions};
 use crate::pipeline::{Progress, gan};
 use crate::weights::{self, LoadProgress, WeightsError};
 
@@ -63,6 +66,58 @@ impl GanUpscaler {
         let rgb = self.upscale_rgb(&img.rgb, opts, progress)?;
         let alpha = img.alpha.as_ref().map(|a| image_io::resize_bicubic_gray(a, rgb.width(), rgb.height()));
         Ok((rgb, alpha))
+    }
+}
+
+/// OSEDiff or PiSA-SR from a converted directory (architecture `osediff` / `pisa-sr`).
+pub struct SdUpscaler {
+    pub model: OneStepSr,
+    pub device: Device,
+}
+
+impl SdUpscaler {
+    pub fn load(dir: &Path, device: &Device, progress: &mut dyn FnMut(LoadProgress)) -> Result<Self, Error> {
+        let (manifest, store) = weights::load_dir(dir, device, progress)?;
+        let method = Method::from_architecture(&manifest.architecture).ok_or_else(|| WeightsError::Architecture {
+            got: manifest.architecture.clone(),
+            want: "osediff or pisa-sr".into(),
+        })?;
+        let config: OneStepConfig = serde_json::from_value(manifest.config.clone())
+            .map_err(|e| WeightsError::Manifest(format!("{} config: {e}", manifest.architecture)))?;
+        if config.method != method {
+            return Err(WeightsError::Manifest(format!("architecture {} but config.method {:?}", manifest.architecture, config.method)).into());
+        }
+        Ok(Self { model: OneStepSr::load(config, store)?, device: device.clone() })
+    }
+
+    /// RGB through the one-step SR (exactly scale x the input); alpha by bicubic.
+    pub fn upscale(
+        &self,
+        img: &Decoded,
+        opts: &SdOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(RgbImage, Option<GrayImage>), Error> {
+        let rgb = sd_upscale::upscale(&self.model, &self.device, &img.rgb, opts, progress)
+            .map_err(|e| Error::Execution(format!("{e:?}")))?;
+        let alpha = img.alpha.as_ref().map(|a| image_io::resize_bicubic_gray(a, rgb.width(), rgb.height()));
+        Ok((rgb, alpha))
+    }
+}
+
+/// Any converted model, chosen by the manifest's architecture.
+pub enum Upscaler {
+    Gan(GanUpscaler),
+    Sd(SdUpscaler),
+}
+
+impl Upscaler {
+    pub fn load(dir: &Path, device: &Device, progress: &mut dyn FnMut(LoadProgress)) -> Result<Self, Error> {
+        let manifest = weights::loader::read_manifest(dir)?;
+        match manifest.architecture.as_str() {
+            "rrdbnet" => Ok(Self::Gan(GanUpscaler::load(dir, device, progress)?)),
+            "osediff" | "pisa-sr" => Ok(Self::Sd(SdUpscaler::load(dir, device, progress)?)),
+            other => Err(WeightsError::Architecture { got: other.into(), want: "rrdbnet, osediff or pisa-sr".into() }.into()),
+        }
     }
 }
 

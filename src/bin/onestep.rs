@@ -9,8 +9,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use onestep_sr::device::{self, DeviceChoice};
 use onestep_sr::image_io;
+use onestep_sr::model::sd::Method;
+use onestep_sr::pipeline::colour_fix::ColourFix;
+use onestep_sr::pipeline::one_step::{Guidance, Latent};
+use onestep_sr::pipeline::preprocess::PreprocessOptions;
+use onestep_sr::pipeline::sd_upscale::SdOptions;
 use onestep_sr::pipeline::{Progress, gan::TileOptions};
-use onestep_sr::upscaler::{self, GanUpscaler};
+use onestep_sr::upscaler::{self, GanUpscaler, Upscaler};
+use onestep_sr::weights::sd_convert::{SdConvertOptions, StoreDType};
 use onestep_sr::weights::{self, LoadProgress};
 
 #[derive(Parser)]
@@ -25,6 +31,25 @@ enum DeviceArg {
     Gpu,
     Cpu,
     Auto,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ColourFixArg {
+    Adain,
+    Wavelet,
+    None,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DTypeArg {
+    F16,
+    F32,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MethodArg {
+    Osediff,
+    PisaSr,
 }
 
 #[derive(Subcommand)]
@@ -45,6 +70,25 @@ enum Command {
         overlap: usize,
         #[arg(long, value_enum, default_value = "auto")]
         device: DeviceArg,
+        /// PiSA-SR adjustable mode: weight of the pixel-level LoRA (default 1.0 when
+        /// --lambda-sem is given). Without either flag, the default one-pass mode runs.
+        #[arg(long)]
+        lambda_pix: Option<f32>,
+        /// PiSA-SR adjustable mode: weight of the semantic-level LoRA.
+        #[arg(long)]
+        lambda_sem: Option<f32>,
+        /// Diffusion models: colour correction against the bicubic-upscaled input.
+        #[arg(long, value_enum, default_value = "adain")]
+        color_fix: ColourFixArg,
+        /// Diffusion models: inputs with a side under process-size / 4 are enlarged first.
+        #[arg(long, default_value_t = 512)]
+        process_size: u32,
+        /// Diffusion models: sample the VAE latent with this seed (default: its mean).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Float type of the computation (f16 needs a GPU that supports it).
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: DTypeArg,
     },
     /// Convert weights into format v1.
     #[command(subcommand)]
@@ -87,6 +131,27 @@ enum Convert {
         out: PathBuf,
         #[arg(long, default_value = "realesrgan-x4plus")]
         model_id: String,
+    },
+    /// A diffusers SD 2.1-base folder + an official OSEDiff / PiSA-SR checkpoint.
+    Sd {
+        /// diffusers folder with unet/, vae/, text_encoder/, tokenizer/.
+        #[arg(long)]
+        base: PathBuf,
+        /// osediff.pkl or pisa_sr.pkl.
+        #[arg(long)]
+        lora: PathBuf,
+        #[arg(long, value_enum)]
+        method: MethodArg,
+        #[arg(long)]
+        out: PathBuf,
+        /// OSEDiff: the prompt whose embedding is stored (default: the null prompt "").
+        #[arg(long)]
+        prompt: Option<String>,
+        #[arg(long)]
+        model_id: Option<String>,
+        /// Storage type of the shards (f16 is the format's rule; f32 for exact checks).
+        #[arg(long, value_enum, default_value = "f16")]
+        store_dtype: DTypeArg,
     },
 }
 
@@ -145,24 +210,109 @@ fn load_model(dir: &Path, device: &burn::tensor::Device) -> Result<GanUpscaler> 
 
 fn run(command: Command) -> Result<()> {
     match command {
-        Command::Upscale { input, output, model, tile, overlap, device } => {
+        Command::Upscale {
+            input, output, model, tile, overlap, device, lambda_pix, lambda_sem, color_fix, process_size, seed, dtype,
+        } => {
             if tile == 0 || overlap >= tile {
                 return Err("--tile must be positive and larger than --overlap".into());
             }
+            if process_size == 0 {
+                return Err("--process-size must be positive".into());
+            }
             // Decode first: a bad image fails fast, before any weights are loaded.
             let img = upscaler::read_image(&input)?;
-            let device = open_device(device)?;
-            let up = load_model(&model, &device)?;
-            let pb = bar("{msg} tile {pos}/{len} [{bar:30}] {elapsed}");
-            pb.set_message("upscaling");
-            let (rgb, alpha) = up.upscale(&img, TileOptions { tile, overlap }, &mut |p: Progress| {
-                pb.set_length(p.total as u64);
-                pb.set_position(p.done as u64);
+            let mut device = open_device(device)?;
+            if let DTypeArg::F16 = dtype {
+                // Before any tensor exists on the device: afterwards the defaults are locked.
+                device
+                    .configure(burn::tensor::FloatDType::F16)
+                    .map_err(|e| format!("--dtype f16 is not available on this device ({e:?}); use --dtype f32"))?;
+            }
+            if !model.join("manifest.json").exists() {
+                return Err(format!(
+                    "no model at {} (manifest.json missing): run scripts/setup.sh or `onestep convert`",
+                    model.display()
+                )
+                .into());
+            }
+            let pb = bar("{msg} [{bar:30}] {bytes}/{total_bytes}");
+            pb.set_message("loading weights");
+            let up = Upscaler::load(&model, &device, &mut |p: LoadProgress| {
+                pb.set_length(p.bytes_total);
+                pb.set_position(p.bytes_done);
             })?;
             pb.finish_and_clear();
+            let (rgb, alpha) = match up {
+                Upscaler::Gan(up) => {
+                    if lambda_pix.is_some() || lambda_sem.is_some() || seed.is_some() {
+                        return Err("--lambda-pix, --lambda-sem and --seed apply to diffusion models only".into());
+                    }
+                    let pb = bar("{msg} tile {pos}/{len} [{bar:30}] {elapsed}");
+                    pb.set_message("upscaling");
+                    let out = up.upscale(&img, TileOptions { tile, overlap }, &mut |p: Progress| {
+                        pb.set_length(p.total as u64);
+                        pb.set_position(p.done as u64);
+                    })?;
+                    pb.finish_and_clear();
+                    out
+                }
+                Upscaler::Sd(up) => {
+                    let guidance = match (lambda_pix, lambda_sem) {
+                        (None, None) => Guidance::Default,
+                        _ if up.model.config.method == Method::OseDiff => {
+                            return Err("--lambda-pix / --lambda-sem need a PiSA-SR model".into());
+                        }
+                        (lp, ls) => Guidance::Adjustable { lambda_pix: lp.unwrap_or(1.0), lambda_sem: ls.unwrap_or(1.0) },
+                    };
+                    let opts = SdOptions {
+                        preprocess: PreprocessOptions { scale: up.model.config.scale, process_size },
+                        colour_fix: match color_fix {
+                            ColourFixArg::Adain => ColourFix::Adain,
+                            ColourFixArg::Wavelet => ColourFix::Wavelet,
+                            ColourFixArg::None => ColourFix::None,
+                        },
+                        latent: seed.map_or(Latent::Mean, |seed| Latent::Sample { seed }),
+                        guidance,
+                    };
+                    let pb = bar("{msg} stage {pos}/{len} [{bar:30}] {elapsed}");
+                    let out = up.upscale(&img, &opts, &mut |p: Progress| {
+                        pb.set_message(p.stage);
+                        pb.set_length(p.total as u64);
+                        pb.set_position(p.done as u64);
+                    })?;
+                    pb.finish_and_clear();
+                    out
+                }
+            };
             let png = image_io::encode_png(&rgb, alpha.as_ref())?;
             std::fs::write(&output, png).map_err(|e| format!("cannot write {}: {e}", output.display()))?;
             println!("{}", output.display());
+            Ok(())
+        }
+        Command::Convert(Convert::Sd { base, lora, method, out, prompt, model_id, store_dtype }) => {
+            let m = weights::sd_convert::convert_sd(&SdConvertOptions {
+                base,
+                lora,
+                method: match method {
+                    MethodArg::Osediff => Method::OseDiff,
+                    MethodArg::PisaSr => Method::PisaSr,
+                },
+                out: out.clone(),
+                prompt,
+                model_id,
+                dtype: match store_dtype {
+                    DTypeArg::F16 => StoreDType::F16,
+                    DTypeArg::F32 => StoreDType::F32,
+                },
+            })?;
+            println!(
+                "wrote {} ({}, {} tensors, {} shards, {} bytes)",
+                out.display(),
+                m.architecture,
+                m.tensors.len(),
+                m.shards.len(),
+                m.total_bytes()
+            );
             Ok(())
         }
         Command::Convert(Convert::Ncnn { param, bin, out, model_id }) => {

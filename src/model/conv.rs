@@ -1,11 +1,14 @@
 use burn::tensor::{Tensor, module::conv2d, ops::ConvOptions};
 
+use super::lora::ConvLora;
 use crate::weights::{ParamStore, WeightsError};
 
 /// A 2-D convolution with torch's weight layout `[out, in, k, k]` and "same" padding.
 pub struct Conv2d {
     pub weight: Tensor<4>,
     pub bias: Option<Tensor<1>>,
+    /// A kept (unmerged) LoRA branch, when the weights carry `{path}.lora_A/B.weight`.
+    pub lora: Option<ConvLora>,
     padding: usize,
     stride: usize,
 }
@@ -29,15 +32,21 @@ impl Conv2d {
     ) -> Result<Self, WeightsError> {
         let weight = store.take(&format!("{path}.weight"), [c_out, c_in, k, k])?;
         let bias = if bias { Some(store.take(&format!("{path}.bias"), [c_out])?) } else { None };
-        Ok(Self { weight, bias, padding, stride })
+        let lora = ConvLora::load(store, path, c_in, c_out, k, stride, padding)?;
+        Ok(Self { weight, bias, lora, padding, stride })
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        conv2d(
+        let delta = self.lora.as_ref().and_then(|l| l.delta(&x));
+        let y = conv2d(
             x,
             self.weight.clone(),
             self.bias.clone(),
             ConvOptions::new([self.stride; 2], [self.padding; 2], [1, 1], 1),
-        )
+        );
+        match delta {
+            Some(d) => y + d,
+            None => y,
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! Nothing here reads files or the network.
 
 pub mod conv;
+pub mod lora;
 pub mod rrdb;
 pub mod sd;
 

@@ -1,6 +1,7 @@
 //! Weights: format v1 (manifest + SHA-256-checked shards), streaming loader, parameter store,
 //! converters. Bytes in, device tensors out; no arithmetic on activations here.
 
+pub mod clip_tokenizer;
 pub mod diffusers;
 mod error;
 pub mod loader;
@@ -10,6 +11,8 @@ pub mod torch_pickle;
 pub mod lora;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod ncnn;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod sd_convert;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod writer;
 

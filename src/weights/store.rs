@@ -2,6 +2,8 @@
 //! (shape-checked); `finish` reports anything left over.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use burn::tensor::{DType as BurnDType, Device, Tensor, TensorData};
 
@@ -13,23 +15,72 @@ pub struct ParamStore {
     tensors: BTreeMap<String, (Vec<usize>, Tensor<1>)>,
     /// Dry run: every request is recorded here and answered with a 1-element placeholder.
     requests: Option<Vec<(String, Vec<usize>)>>,
+    /// Keep `{module}.lora_A/B.weight` as run-time branches (scale, shared on/off flag).
+    lora: Option<(f32, Arc<AtomicBool>)>,
 }
 
 impl ParamStore {
     pub fn new(device: &Device) -> Self {
-        Self { device: device.clone(), tensors: BTreeMap::new(), requests: None }
+        Self { device: device.clone(), tensors: BTreeMap::new(), requests: None, lora: None }
     }
 
     /// A store that holds nothing and records what a model asks for: building a model
     /// against it lists the model's tensors (name, shape) without allocating them. The
     /// tensors it hands out have one element per dimension and must not be used.
     pub fn dry_run(device: &Device) -> Self {
-        Self { device: device.clone(), tensors: BTreeMap::new(), requests: Some(Vec::new()) }
+        Self { device: device.clone(), tensors: BTreeMap::new(), requests: Some(Vec::new()), lora: None }
     }
 
     /// The tensors requested so far by a dry run, in request order (empty otherwise).
     pub fn requests(&self) -> &[(String, Vec<usize>)] {
         self.requests.as_deref().unwrap_or(&[])
+    }
+
+    /// From now on, modules built from this store attach the LoRA tensors they find
+    /// (`{module}.lora_A.weight`, `{module}.lora_B.weight`) as branches scaled by `scale`,
+    /// all switched by the returned flag (initially on).
+    pub fn keep_lora_branches(&mut self, scale: f32) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(true));
+        self.lora = Some((scale, flag.clone()));
+        flag
+    }
+
+    /// The branch settings of [`keep_lora_branches`](Self::keep_lora_branches), if any.
+    pub fn lora_branches(&self) -> Option<(f32, Arc<AtomicBool>)> {
+        self.lora.clone()
+    }
+
+    /// The shape of a tensor not yet taken.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.tensors.get(name).map(|(s, _)| s.as_slice())
+    }
+
+    /// Move every tensor named `{prefix}.…` into a new store (same device), without the prefix.
+    pub fn split_prefix(&mut self, prefix: &str) -> ParamStore {
+        let head = format!("{prefix}.");
+        let names: Vec<String> = self.tensors.keys().filter(|k| k.starts_with(&head)).cloned().collect();
+        let mut out = ParamStore::new(&self.device);
+        for name in names {
+            let entry = self.tensors.remove(&name).expect("listed");
+            out.tensors.insert(name[head.len()..].to_string(), entry);
+        }
+        out
+    }
+
+    /// Take tensor `name` (exactly `shape`) as host f32 values (converters).
+    pub fn take_values(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, WeightsError> {
+        let (got, tensor) = self
+            .tensors
+            .remove(name)
+            .ok_or_else(|| WeightsError::MissingTensor { name: name.to_string() })?;
+        if got.as_slice() != shape {
+            return Err(WeightsError::Shape { name: name.to_string(), got, want: shape.to_vec() });
+        }
+        tensor
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| WeightsError::Convert(format!("tensor {name}: {e:?}")))
     }
 
     pub fn contains(&self, name: &str) -> bool {

@@ -4,11 +4,13 @@
 
 pub mod attention;
 pub mod clip;
+pub mod config;
 pub mod nn;
 pub mod resnet;
 pub mod unet;
 pub mod vae;
 
 pub use clip::{ClipTextConfig, ClipTextModel};
+pub use config::{LoraBranchConfig, Method, OneStepConfig};
 pub use unet::{UNet2DConditionConfig, UNet2DConditionModel};
 pub use vae::{AutoencoderKL, AutoencoderKLConfig};

@@ -8,6 +8,7 @@ use burn::tensor::{
     module::{layer_norm, linear},
 };
 
+use crate::model::lora::LinearLora;
 use crate::weights::{ParamStore, WeightsError};
 
 /// `y = x W^T + b`. The checkpoint holds torch's `[out, in]`; it is transposed once at load
@@ -16,17 +17,25 @@ pub struct Linear {
     /// `[in, out]`.
     pub weight: Tensor<2>,
     pub bias: Option<Tensor<1>>,
+    /// A kept (unmerged) LoRA branch, when the weights carry `{path}.lora_A/B.weight`.
+    pub lora: Option<LinearLora>,
 }
 
 impl Linear {
     pub fn load(store: &mut ParamStore, path: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Self, WeightsError> {
         let weight = store.take(&format!("{path}.weight"), [d_out, d_in])?.transpose();
         let bias = if bias { Some(store.take(&format!("{path}.bias"), [d_out])?) } else { None };
-        Ok(Self { weight, bias })
+        let lora = LinearLora::load(store, path, d_in, d_out)?;
+        Ok(Self { weight, bias, lora })
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        linear(x, self.weight.clone(), self.bias.clone())
+        let delta = self.lora.as_ref().and_then(|l| l.delta(&x));
+        let y = linear(x, self.weight.clone(), self.bias.clone());
+        match delta {
+            Some(d) => y + d,
+            None => y,
+        }
     }
 }
 
