@@ -94,6 +94,9 @@ enum Command {
     #[command(subcommand)]
     Convert(Convert),
     /// Time the model on an image (warm-up run, then `runs` timed runs); prints JSON.
+    /// Diffusion models (OSEDiff / PiSA-SR, default mode, AdaIN, latent mean) also report
+    /// seconds per stage: VAE encode, UNet, VAE decode + colour fix (the device is synced
+    /// after each stage).
     Bench {
         image: PathBuf,
         #[arg(long, default_value = "models/realesrgan-x4plus")]
@@ -102,8 +105,15 @@ enum Command {
         device: DeviceArg,
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Real-ESRGAN: tile side in input pixels.
         #[arg(long, default_value_t = 100_000)]
         tile: usize,
+        /// Diffusion models: the pre-processing's process size (as in `upscale`).
+        #[arg(long, default_value_t = 512)]
+        process_size: u32,
+        /// Diffusion models: skip the warm-up run (each full-size pass is long on a CPU).
+        #[arg(long)]
+        no_warmup: bool,
     },
     /// Tiled vs whole-image PSNR for several tile sizes and overlaps; prints a Markdown table.
     TileSweep {
@@ -326,9 +336,12 @@ fn run(command: Command) -> Result<()> {
             );
             Ok(())
         }
-        Command::Bench { image, model, device, runs, tile } => {
+        Command::Bench { image, model, device, runs, tile, process_size, no_warmup } => {
             let img = upscaler::read_image(&image)?;
             let device = open_device(device)?;
+            if weights::loader::read_manifest(&model)?.architecture != "rrdbnet" {
+                return bench_sd(&model, &device, &img.rgb, process_size, runs, no_warmup);
+            }
             let up = load_model(&model, &device)?;
             let opts = TileOptions { tile, overlap: TileOptions::default().overlap.min(tile / 2) };
             let t0 = Instant::now();
@@ -367,4 +380,55 @@ fn run(command: Command) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `onestep bench` for OSEDiff / PiSA-SR: default mode, latent mean, AdaIN colour fix, one
+/// whole-image pass per run; seconds per stage with a device sync (a read-back) after each.
+fn bench_sd(
+    model: &Path,
+    device: &burn::tensor::Device,
+    rgb: &image::RgbImage,
+    process_size: u32,
+    runs: usize,
+    no_warmup: bool,
+) -> Result<()> {
+    use onestep_sr::pipeline::colour_fix;
+    use onestep_sr::pipeline::preprocess::{preprocess, to_model_input, to_unit_tensor};
+    fn sync(t: &burn::tensor::Tensor<4>) {
+        let _ = t.clone().sum().into_data();
+    }
+    let t = Instant::now();
+    let up = match Upscaler::load(model, device, &mut |_| {})? {
+        Upscaler::Sd(up) => up,
+        Upscaler::Gan(_) => unreachable!("checked by the caller"),
+    };
+    let load_s = t.elapsed().as_secs_f64();
+    let pre = preprocess(rgb, PreprocessOptions { scale: up.model.config.scale, process_size });
+    let (w, h) = pre.input.dimensions();
+    let pass = || {
+        let t = Instant::now();
+        let z = up.model.encode(to_model_input(&pre.input, device), Latent::Mean);
+        sync(&z);
+        let encode = t.elapsed().as_secs_f64();
+        let z_h = up.model.z_hat(z, Guidance::Default);
+        sync(&z_h);
+        let unet = t.elapsed().as_secs_f64() - encode;
+        let out = up.model.decode(z_h) * 0.5 + 0.5;
+        let out = colour_fix::apply(ColourFix::Adain, out, to_unit_tensor(&pre.input, device));
+        let _ = out.into_data();
+        let total = t.elapsed().as_secs_f64();
+        serde_json::json!({"encode_s": encode, "unet_s": unet, "decode_s": total - encode - unet, "total_s": total})
+    };
+    let warmup = (!no_warmup).then(|| pass());
+    let passes: Vec<serde_json::Value> = (0..runs.max(1)).map(|_| pass()).collect();
+    let mut totals: Vec<f64> = passes.iter().map(|p| p["total_s"].as_f64().unwrap()).collect();
+    totals.sort_by(f64::total_cmp);
+    println!(
+        "{}",
+        serde_json::json!({
+            "architecture": format!("{:?}", up.model.config.method), "network_input": [w, h],
+            "load_s": load_s, "warmup": warmup, "runs": passes, "median_s": totals[totals.len() / 2],
+        })
+    );
+    Ok(())
 }

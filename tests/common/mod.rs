@@ -6,6 +6,8 @@ use std::sync::OnceLock;
 
 use burn::tensor::Device;
 
+pub mod sd;
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
