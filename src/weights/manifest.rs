@@ -4,12 +4,8 @@ use serde::{Deserialize, Serialize};
 
 pub const FORMAT_NAME: &str = "onestep-sr-weights";
 pub const FORMAT_VERSION: u32 = 1;
-/// Shards never exceed this (small enough to fetch, verify and cache one at a time), except a
-/// shard that holds one tensor larger than this on its own (up to [`MAX_TENSOR_BYTES`]).
+/// Shards never exceed this: small enough to fetch, verify and cache one at a time.
 pub const MAX_SHARD_BYTES: u64 = 32 * 1024 * 1024;
-/// No tensor may exceed this: 64 MiB. SD 2.1-base's largest tensors, the up-block
-/// `resnets.0.conv1.weight` [1280, 2560, 3, 3], are 56.25 MiB in f16.
-pub const MAX_TENSOR_BYTES: u64 = 64 * 1024 * 1024;
 /// Tensors start at multiples of this inside a shard (aligned views, simple readers).
 pub const TENSOR_ALIGN: u64 = 64;
 
@@ -85,11 +81,8 @@ impl Manifest {
                 m.format_version
             )));
         }
-        for (i, s) in m.shards.iter().enumerate() {
-            // A shard over 32 MiB must hold exactly one tensor (of at most 64 MiB).
-            let single = m.tensors.iter().filter(|t| t.shard == i).count() == 1;
-            let too_big = s.bytes > MAX_TENSOR_BYTES || (s.bytes > MAX_SHARD_BYTES && !single);
-            if too_big || s.sha256.len() != 64 || s.file.contains(['/', '\\']) {
+        for s in &m.shards {
+            if s.bytes > MAX_SHARD_BYTES || s.sha256.len() != 64 || s.file.contains(['/', '\\']) {
                 return Err(E::Manifest(format!("shard entry {:?} is invalid", s.file)));
             }
         }

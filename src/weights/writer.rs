@@ -1,12 +1,11 @@
-//! Writes format v1: tensors are packed in order into shards of at most 32 MiB; a tensor
-//! larger than that (up to 64 MiB) gets a shard of its own.
+//! Writes format v1: tensors are packed in order into shards of at most 32 MiB.
 
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use super::manifest::{
-    DType, FORMAT_NAME, FORMAT_VERSION, MAX_SHARD_BYTES, MAX_TENSOR_BYTES, Manifest, ShardEntry, TENSOR_ALIGN,
+    DType, FORMAT_NAME, FORMAT_VERSION, MAX_SHARD_BYTES, Manifest, ShardEntry, TENSOR_ALIGN,
     TensorEntry,
 };
 use super::WeightsError;
@@ -35,14 +34,13 @@ impl ShardWriter {
         if length != numel as u64 * dtype.size() {
             return Err(WeightsError::Convert(format!("tensor {name}: {length} bytes for shape {shape:?}")));
         }
-        if length > MAX_TENSOR_BYTES {
-            return Err(WeightsError::Convert(format!("tensor {name} ({length} bytes) exceeds the 64 MiB tensor limit")));
+        if length > MAX_SHARD_BYTES {
+            return Err(WeightsError::Convert(format!("tensor {name} ({length} bytes) exceeds the 32 MiB shard size")));
         }
         let offset = (self.current.len() as u64).next_multiple_of(TENSOR_ALIGN);
         if offset + length > MAX_SHARD_BYTES {
             self.flush()?;
         }
-        let alone = length > MAX_SHARD_BYTES;
         let offset = (self.current.len() as u64).next_multiple_of(TENSOR_ALIGN);
         self.current.resize(offset as usize, 0);
         self.current.extend_from_slice(data);
@@ -54,9 +52,6 @@ impl ShardWriter {
             offset,
             length,
         });
-        if alone {
-            self.flush()?;
-        }
         Ok(())
     }
 
