@@ -25,6 +25,14 @@ impl DType {
     }
 }
 
+/// A tensor larger than a shard is stored as consecutive blocks of rows (dim 0), one entry per
+/// block, each with its own shape; the full tensor is their concatenation in `index` order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TensorPart {
+    pub index: usize,
+    pub count: usize,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TensorEntry {
     pub name: String,
@@ -33,6 +41,8 @@ pub struct TensorEntry {
     pub shard: usize,
     pub offset: u64,
     pub length: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<TensorPart>,
 }
 
 impl TensorEntry {
@@ -98,6 +108,38 @@ impl Manifest {
                 )));
             }
         }
+        check_parts(&m)?;
         Ok(m)
     }
+}
+
+/// Every split tensor has all its parts, once each, with equal trailing dimensions; no name is
+/// used twice otherwise.
+fn check_parts(m: &Manifest) -> Result<(), super::WeightsError> {
+    use std::collections::BTreeMap;
+    let mut seen: BTreeMap<&str, Vec<&TensorEntry>> = BTreeMap::new();
+    for t in &m.tensors {
+        seen.entry(&t.name).or_default().push(t);
+    }
+    for (name, entries) in seen {
+        let bad = |why: &str| super::WeightsError::Manifest(format!("tensor {name}: {why}"));
+        match entries[0].part {
+            None if entries.len() > 1 => return Err(bad("listed more than once")),
+            None => {}
+            Some(first) => {
+                if entries.len() != first.count {
+                    return Err(bad(&format!("{} of {} parts listed", entries.len(), first.count)));
+                }
+                for (i, e) in entries.iter().enumerate() {
+                    let ok = e.part == Some(TensorPart { index: i, count: first.count })
+                        && !e.shape.is_empty()
+                        && e.shape[1..] == entries[0].shape[1..];
+                    if !ok {
+                        return Err(bad("parts are out of order or have mismatched shapes"));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }

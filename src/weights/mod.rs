@@ -20,5 +20,5 @@ pub use error::WeightsError;
 pub use loader::{LoadProgress, ShardSource, load_into_store, verify_shard};
 #[cfg(not(target_arch = "wasm32"))]
 pub use loader::{DirSource, load_dir};
-pub use manifest::{DType, Manifest, ShardEntry, TensorEntry};
+pub use manifest::{DType, Manifest, ShardEntry, TensorEntry, TensorPart};
 pub use store::ParamStore;

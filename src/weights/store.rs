@@ -13,6 +13,8 @@ use super::WeightsError;
 pub struct ParamStore {
     device: Device,
     tensors: BTreeMap<String, (Vec<usize>, Tensor<1>)>,
+    /// Parts of split tensors received so far (they arrive in consecutive shards).
+    parts: BTreeMap<String, Vec<(Vec<usize>, Tensor<1>)>>,
     /// Dry run: every request is recorded here and answered with a 1-element placeholder.
     requests: Option<Vec<(String, Vec<usize>)>>,
     /// Keep `{module}.lora_A/B.weight` as run-time branches (scale, shared on/off flag).
@@ -21,14 +23,14 @@ pub struct ParamStore {
 
 impl ParamStore {
     pub fn new(device: &Device) -> Self {
-        Self { device: device.clone(), tensors: BTreeMap::new(), requests: None, lora: None }
+        Self { device: device.clone(), tensors: BTreeMap::new(), parts: BTreeMap::new(), requests: None, lora: None }
     }
 
     /// A store that holds nothing and records what a model asks for: building a model
     /// against it lists the model's tensors (name, shape) without allocating them. The
     /// tensors it hands out have one element per dimension and must not be used.
     pub fn dry_run(device: &Device) -> Self {
-        Self { device: device.clone(), tensors: BTreeMap::new(), requests: Some(Vec::new()), lora: None }
+        Self { device: device.clone(), tensors: BTreeMap::new(), parts: BTreeMap::new(), requests: Some(Vec::new()), lora: None }
     }
 
     /// The tensors requested so far by a dry run, in request order (empty otherwise).
@@ -121,7 +123,23 @@ impl ParamStore {
             };
             let data = TensorData::from_bytes_vec(raw.to_vec(), [t.numel()], dtype);
             let tensor = Tensor::<1>::from_data(data, &self.device);
-            self.tensors.insert(t.name.clone(), (t.shape.clone(), tensor));
+            match t.part {
+                None => {
+                    self.tensors.insert(t.name.clone(), (t.shape.clone(), tensor));
+                }
+                // Row blocks of one tensor: flat concatenation in order is the whole tensor.
+                Some(part) => {
+                    let got = self.parts.entry(t.name.clone()).or_default();
+                    got.push((t.shape.clone(), tensor));
+                    if got.len() == part.count {
+                        let blocks = self.parts.remove(&t.name).expect("just inserted");
+                        let mut shape = blocks[0].0.clone();
+                        shape[0] = blocks.iter().map(|(s, _)| s[0]).sum();
+                        let whole = Tensor::cat(blocks.into_iter().map(|(_, b)| b).collect(), 0);
+                        self.tensors.insert(t.name.clone(), (shape, whole));
+                    }
+                }
+            }
         }
         Ok(())
     }

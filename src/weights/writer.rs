@@ -1,4 +1,5 @@
-//! Writes format v1: tensors are packed in order into shards of at most 32 MiB.
+//! Writes format v1: tensors are packed in order into shards of at most 32 MiB; larger
+//! tensors are split into blocks of rows.
 
 use std::path::{Path, PathBuf};
 
@@ -6,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::manifest::{
     DType, FORMAT_NAME, FORMAT_VERSION, MAX_SHARD_BYTES, Manifest, ShardEntry, TENSOR_ALIGN,
-    TensorEntry,
+    TensorEntry, TensorPart,
 };
 use super::WeightsError;
 
@@ -27,16 +28,35 @@ impl ShardWriter {
         Ok(Self { dir: dir.to_path_buf(), current: Vec::new(), tensors: Vec::new(), shards: Vec::new() })
     }
 
-    /// Append one tensor (`data` is little-endian `dtype`).
+    /// Append one tensor (`data` is little-endian `dtype`). A tensor larger than a shard is
+    /// split into blocks of rows of at most one shard each (see [`TensorPart`]).
     pub fn add(&mut self, name: &str, dtype: DType, shape: &[usize], data: &[u8]) -> Result<(), WeightsError> {
         let length = data.len() as u64;
         let numel: usize = shape.iter().product();
         if length != numel as u64 * dtype.size() {
             return Err(WeightsError::Convert(format!("tensor {name}: {length} bytes for shape {shape:?}")));
         }
-        if length > MAX_SHARD_BYTES {
-            return Err(WeightsError::Convert(format!("tensor {name} ({length} bytes) exceeds the 32 MiB shard size")));
+        if length <= MAX_SHARD_BYTES {
+            return self.push(name, dtype, shape, data, None);
         }
+        let row_bytes = length / shape[0] as u64;
+        let rows_per_part = (MAX_SHARD_BYTES / row_bytes.max(1)) as usize;
+        if shape.len() < 2 || rows_per_part == 0 {
+            return Err(WeightsError::Convert(format!(
+                "tensor {name} {shape:?}: one row ({row_bytes} bytes) exceeds the 32 MiB shard size"
+            )));
+        }
+        let count = shape[0].div_ceil(rows_per_part);
+        for (index, rows) in data.chunks(rows_per_part * row_bytes as usize).enumerate() {
+            let mut part_shape = shape.to_vec();
+            part_shape[0] = rows.len() / row_bytes as usize;
+            self.push(name, dtype, &part_shape, rows, Some(TensorPart { index, count }))?;
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, name: &str, dtype: DType, shape: &[usize], data: &[u8], part: Option<TensorPart>) -> Result<(), WeightsError> {
+        let length = data.len() as u64;
         let offset = (self.current.len() as u64).next_multiple_of(TENSOR_ALIGN);
         if offset + length > MAX_SHARD_BYTES {
             self.flush()?;
@@ -51,6 +71,7 @@ impl ShardWriter {
             shard: self.shards.len(),
             offset,
             length,
+            part,
         });
         Ok(())
     }
