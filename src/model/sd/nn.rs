@@ -108,7 +108,7 @@ impl LayerNorm {
 pub fn scaled_dot_product_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<Tensor<2>>) -> Tensor<4> {
     let dtype = FloatDType::from(q.dtype());
     let d = q.dims()[3];
-    let scores = (q * (1.0 / (d as f64).sqrt())).matmul(k.swap_dims(2, 3)).cast(FloatDType::F32);
+    let scores = (q.cast(FloatDType::F32) * (1.0 / (d as f64).sqrt())).matmul(k.cast(FloatDType::F32).swap_dims(2, 3));
     let scores = match mask {
         Some(m) => scores + m.cast(FloatDType::F32).unsqueeze::<4>(),
         None => scores,
