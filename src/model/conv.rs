@@ -1,4 +1,4 @@
-use burn::tensor::{Tensor, module::conv2d, ops::ConvOptions};
+use burn::tensor::{FloatDType, Tensor, module::conv2d, ops::ConvOptions};
 
 use super::lora::ConvLora;
 use crate::weights::{ParamStore, WeightsError};
@@ -48,5 +48,28 @@ impl Conv2d {
             Some(d) => y + d,
             None => y,
         }
+    }
+
+    /// [`Self::forward`] computed in f32 whatever the input's dtype, returned in the input's
+    /// dtype. For the cheap convolutions whose outputs are the model's outputs (few output
+    /// channels, e.g. a UNet's or VAE's `conv_out`): with f16 compute their long f16
+    /// accumulations land directly on the result. f32 input: the same as `forward`.
+    pub fn forward_f32(&self, x: Tensor<4>) -> Tensor<4> {
+        let dtype = FloatDType::from(x.dtype());
+        if dtype == FloatDType::F32 {
+            return self.forward(x);
+        }
+        let delta = self.lora.as_ref().and_then(|l| l.delta(&x)).map(|d| d.cast(FloatDType::F32));
+        let y = conv2d(
+            x.cast(FloatDType::F32),
+            self.weight.clone().cast(FloatDType::F32),
+            self.bias.clone().map(|b| b.cast(FloatDType::F32)),
+            ConvOptions::new([self.stride; 2], [self.padding; 2], [1, 1], 1),
+        );
+        match delta {
+            Some(d) => y + d,
+            None => y,
+        }
+        .cast(dtype)
     }
 }

@@ -8,7 +8,7 @@
 //!
 //! Pre-processing, colour fix, tiling and progress wrap these functions (see `sd_upscale`).
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{FloatDType, Tensor, TensorData};
 
 use crate::model::lora::LoraSwitch;
 use crate::model::sd::{AutoencoderKL, Method, OneStepConfig, UNet2DConditionModel};
@@ -128,29 +128,39 @@ impl OneStepSr {
         self.unet.forward(z, self.config.method.timestep() as f32, &self.text_embedding)
     }
 
-    /// `x_h = D(z_h / scaling_factor).clamp(-1, 1)`.
-    pub fn decode(&self, z_h: Tensor<4>) -> Tensor<4> {
-        self.vae.decode(z_h / self.sf()).clamp(-1.0, 1.0)
+    /// The float dtype the model computes in (f16 when the device was configured so).
+    pub fn dtype(&self) -> FloatDType {
+        FloatDType::from(self.text_embedding.dtype())
     }
 
-    /// OSEDiff's DDPM x0 step at t = 999: `(z - sqrt(1 - a) eps) / sqrt(a)`.
+    /// `x_h = D(z_h / scaling_factor).clamp(-1, 1)`. `z_h` may be f32 (the latent arithmetic
+    /// runs in f32): it is scaled in f32 and cast to the model's dtype for the decoder.
+    pub fn decode(&self, z_h: Tensor<4>) -> Tensor<4> {
+        let z = (z_h.cast(FloatDType::F32) / self.sf()).cast(self.dtype());
+        self.vae.decode(z).clamp(-1.0, 1.0)
+    }
+
+    /// OSEDiff's DDPM x0 step at t = 999: `(z - sqrt(1 - a) eps) / sqrt(a)`, in f32 whatever
+    /// the inputs' dtype (it multiplies eps by 14.6), returned in f32.
     pub fn osediff_z_hat(z: Tensor<4>, eps: Tensor<4>) -> Tensor<4> {
         let a = alphas_cumprod()[999];
-        (z - eps * (1.0 - a).sqrt()) / a.sqrt()
+        (z.cast(FloatDType::F32) - eps.cast(FloatDType::F32) * (1.0 - a).sqrt()) / a.sqrt()
     }
 
     /// PiSA-SR's adjustable mode from cached `eps_pix`, `eps_sem` (moving the sliders re-runs
-    /// only this and the decoder): `z - (lp * eps_pix + ls * (eps_sem - eps_pix))`.
+    /// only this and the decoder): `z - (lp * eps_pix + ls * (eps_sem - eps_pix))`, in f32
+    /// whatever the inputs' dtype, returned in f32.
     pub fn pisa_z_hat(z: Tensor<4>, eps_pix: Tensor<4>, eps_sem: Tensor<4>, lambda_pix: f32, lambda_sem: f32) -> Tensor<4> {
+        let (eps_pix, eps_sem) = (eps_pix.cast(FloatDType::F32), eps_sem.cast(FloatDType::F32));
         let eps_hat = eps_pix.clone() * lambda_pix + (eps_sem - eps_pix) * lambda_sem;
-        z - eps_hat
+        z.cast(FloatDType::F32) - eps_hat
     }
 
-    /// The denoised latent `z_h` for the encoded latent `z`.
+    /// The denoised latent `z_h` for the encoded latent `z`, in f32 (see [`Self::decode`]).
     pub fn z_hat(&self, z: Tensor<4>, guidance: Guidance) -> Tensor<4> {
         match (self.config.method, guidance) {
             (Method::OseDiff, _) => Self::osediff_z_hat(z.clone(), self.eps(z, true)),
-            (Method::PisaSr, Guidance::Default) => z.clone() - self.eps(z, true),
+            (Method::PisaSr, Guidance::Default) => z.clone().cast(FloatDType::F32) - self.eps(z, true).cast(FloatDType::F32),
             (Method::PisaSr, Guidance::Adjustable { lambda_pix, lambda_sem }) => {
                 let eps_sem = self.eps(z.clone(), true);
                 let eps_pix = self.eps(z.clone(), false);

@@ -175,3 +175,37 @@ pub fn psnr_vs_reference(what: &str, got: Tensor<4>, r: &Reference, name: &str) 
     assert!(psnr.is_finite() || mse == 0.0, "{what}: non-finite output");
     psnr
 }
+
+const FIXES: [(ColourFix, &str); 3] = [(ColourFix::None, "none"), (ColourFix::Adain, "adain"), (ColourFix::Wavelet, "wavelet")];
+
+/// Runs `forward` with `guidance` on an f16-computing `device` and compares the three
+/// colour-fixed images with `{prefix}_out_{fix}`; returns the lowest PSNR.
+pub fn f16_min_psnr(model: &OneStepSr, device: &Device, guidance: Guidance, prefix: &str) -> f64 {
+    let r = Reference::open();
+    let out = model.forward(input(&r, device), Latent::Mean, guidance) * 0.5 + 0.5;
+    assert_eq!(out.dtype(), burn::tensor::DType::F16, "the computation runs in f16");
+    let mut min = f64::INFINITY;
+    for (fix, name) in FIXES {
+        let img = colour_fix::apply(fix, out.clone(), colour_source(device));
+        min = min.min(psnr_vs_reference(&format!("{prefix} f16 {name}"), img, &r, &format!("{prefix}_out_{name}")));
+    }
+    min
+}
+
+/// The f16-compute check shared by the CPU (flex) and wgpu f16 binaries, on f16-stored
+/// conversions: (OSEDiff min PSNR, OSEDiff seconds, PiSA-SR min PSNR over default and two
+/// adjustable pairs).
+pub fn f16_min_psnrs(device: &Device) -> (f64, f64, f64) {
+    let t = std::time::Instant::now();
+    let (_t1, dir) = converted(Method::OseDiff, StoreDType::F16);
+    let ose = f16_min_psnr(&load_model(&dir, device), device, Guidance::Default, "osediff");
+    let t_ose = t.elapsed().as_secs_f64();
+    let (_t2, dir) = converted(Method::PisaSr, StoreDType::F16);
+    let model = load_model(&dir, device);
+    let mut pisa = f16_min_psnr(&model, device, Guidance::Default, "pisa_default");
+    for (lp, ls) in [(0.5f32, 1.0f32), (1.2, 1.5)] {
+        let g = Guidance::Adjustable { lambda_pix: lp, lambda_sem: ls };
+        pisa = pisa.min(f16_min_psnr(&model, device, g, &format!("pisa_adj_{lp:.1}_{ls:.1}")));
+    }
+    (ose, t_ose, pisa)
+}

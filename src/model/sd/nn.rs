@@ -3,7 +3,7 @@
 //! plain burn tensor ops.
 
 use burn::tensor::{
-    Tensor,
+    FloatDType, Tensor,
     activation::softmax,
     module::{layer_norm, linear},
 };
@@ -58,12 +58,18 @@ impl GroupNorm {
         Ok(Self { weight, bias, groups, eps })
     }
 
+    /// Computes in f32 whatever the input's dtype (f16: mean and variance over a group's
+    /// thousands of elements lose too much when accumulated in f16), and returns the input's
+    /// dtype. With f32 input the casts are no-ops.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let dtype = FloatDType::from(x.dtype());
         let [n, c, h, w] = x.dims();
-        let g = x.reshape([n, self.groups, (c / self.groups) * h * w]);
+        let g = x.cast(FloatDType::F32).reshape([n, self.groups, (c / self.groups) * h * w]);
         let (var, mean) = g.clone().var_mean_bias(2);
         let g = (g - mean) / (var + self.eps).sqrt();
-        g.reshape([n, c, h, w]) * self.weight.clone().reshape([1, c, 1, 1]) + self.bias.clone().reshape([1, c, 1, 1])
+        let weight = self.weight.clone().cast(FloatDType::F32).reshape([1, c, 1, 1]);
+        let bias = self.bias.clone().cast(FloatDType::F32).reshape([1, c, 1, 1]);
+        (g.reshape([n, c, h, w]) * weight + bias).cast(dtype)
     }
 }
 
@@ -81,8 +87,12 @@ impl LayerNorm {
         Ok(Self { weight, bias, eps })
     }
 
+    /// In f32 whatever the input's dtype (as [`GroupNorm::forward`]); returns the input's dtype.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        layer_norm(x, self.weight.clone(), Some(self.bias.clone()), self.eps)
+        let dtype = FloatDType::from(x.dtype());
+        let weight = self.weight.clone().cast(FloatDType::F32);
+        let bias = self.bias.clone().cast(FloatDType::F32);
+        layer_norm(x.cast(FloatDType::F32), weight, Some(bias), self.eps).cast(dtype)
     }
 }
 
@@ -91,14 +101,19 @@ impl LayerNorm {
 ///
 /// This is the one place where the `[Lq, Lk]` score matrix exists: a memory-bounded version
 /// (query chunks, online softmax) replaces this function body and nothing else.
+///
+/// f16 inputs: `q` is scaled before the matmul (the unscaled scores can overflow f16's range
+/// and lose absolute precision), and the softmax (max, exp, sum over `Lk`) runs in f32; the
+/// probabilities go back to the input's dtype for the matmul with `v`.
 pub fn scaled_dot_product_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<Tensor<2>>) -> Tensor<4> {
+    let dtype = FloatDType::from(q.dtype());
     let d = q.dims()[3];
-    let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (d as f64).sqrt());
+    let scores = (q.cast(FloatDType::F32) * (1.0 / (d as f64).sqrt())).matmul(k.cast(FloatDType::F32).swap_dims(2, 3));
     let scores = match mask {
-        Some(m) => scores + m.unsqueeze::<4>(),
+        Some(m) => scores + m.cast(FloatDType::F32).unsqueeze::<4>(),
         None => scores,
     };
-    softmax(scores, 3).matmul(v)
+    softmax(scores, 3).cast(dtype).matmul(v)
 }
 
 /// `[B, L, heads * d]` → `[B, heads, L, d]`.

@@ -223,7 +223,7 @@ impl UNet2DConditionModel {
         let factor = 1usize << (self.up_blocks.len() - 1);
         let forward_upsample_size = h % factor != 0 || w % factor != 0;
 
-        let mut x = self.conv_in.forward(sample);
+        let mut x = self.conv_in.forward_f32(sample);
         let mut skips = vec![x.clone()];
         for block in &self.down_blocks {
             for (j, resnet) in block.resnets.iter().enumerate() {
@@ -264,7 +264,7 @@ impl UNet2DConditionModel {
             }
         }
 
-        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+        self.conv_out.forward_f32(silu(self.conv_norm_out.forward(x)))
     }
 }
 

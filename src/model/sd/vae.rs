@@ -140,7 +140,7 @@ impl Encoder {
             }
         }
         let x = self.mid_block.forward(x);
-        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+        self.conv_out.forward_f32(silu(self.conv_norm_out.forward(x)))
     }
 }
 
@@ -194,7 +194,7 @@ impl Decoder {
                 x = u.forward(x, None);
             }
         }
-        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+        self.conv_out.forward_f32(silu(self.conv_norm_out.forward(x)))
     }
 }
 
@@ -222,7 +222,7 @@ impl AutoencoderKL {
     /// `quant_conv(encoder(x))`: the latent distribution's moments `[N, 2 * latent, h, w]`
     /// (mean, then log-variance).
     pub fn encode_moments(&self, x: Tensor<4>) -> Tensor<4> {
-        self.quant_conv.forward(self.encoder.forward(x))
+        self.quant_conv.forward_f32(self.encoder.forward(x))
     }
 
     /// The latent distribution's mean (unscaled; multiply by `scaling_factor` for the UNet).
@@ -233,6 +233,6 @@ impl AutoencoderKL {
 
     /// `decoder(post_quant_conv(z))` for an unscaled latent, unclamped.
     pub fn decode(&self, z: Tensor<4>) -> Tensor<4> {
-        self.decoder.forward(self.post_quant_conv.forward(z))
+        self.decoder.forward(self.post_quant_conv.forward_f32(z))
     }
 }
