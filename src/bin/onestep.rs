@@ -200,7 +200,8 @@ fn bar(style: &str) -> ProgressBar {
     pb
 }
 
-fn load_model(dir: &Path, device: &burn::tensor::Device) -> Result<GanUpscaler> {
+/// Load any converted model with a progress bar; a missing directory says how to make one.
+fn load_any(dir: &Path, device: &burn::tensor::Device) -> Result<Upscaler> {
     if !dir.join("manifest.json").exists() {
         return Err(format!(
             "no model at {} (manifest.json missing): run scripts/setup.sh or `onestep convert`",
@@ -210,12 +211,20 @@ fn load_model(dir: &Path, device: &burn::tensor::Device) -> Result<GanUpscaler> 
     }
     let pb = bar("{msg} [{bar:30}] {bytes}/{total_bytes}");
     pb.set_message("loading weights");
-    let up = GanUpscaler::load(dir, device, &mut |p: LoadProgress| {
+    let up = Upscaler::load(dir, device, &mut |p: LoadProgress| {
         pb.set_length(p.bytes_total);
         pb.set_position(p.bytes_done);
     })?;
     pb.finish_and_clear();
     Ok(up)
+}
+
+/// Load a Real-ESRGAN model (the commands that only time or sweep RRDBNet).
+fn load_model(dir: &Path, device: &burn::tensor::Device) -> Result<GanUpscaler> {
+    match load_any(dir, device)? {
+        Upscaler::Gan(up) => Ok(up),
+        _ => Err(format!("{} is not a Real-ESRGAN model", dir.display()).into()),
+    }
 }
 
 fn run(command: Command) -> Result<()> {
@@ -238,21 +247,7 @@ fn run(command: Command) -> Result<()> {
                     .configure(burn::tensor::FloatDType::F16)
                     .map_err(|e| format!("--dtype f16 is not available on this device ({e:?}); use --dtype f32"))?;
             }
-            if !model.join("manifest.json").exists() {
-                return Err(format!(
-                    "no model at {} (manifest.json missing): run scripts/setup.sh or `onestep convert`",
-                    model.display()
-                )
-                .into());
-            }
-            let pb = bar("{msg} [{bar:30}] {bytes}/{total_bytes}");
-            pb.set_message("loading weights");
-            let up = Upscaler::load(&model, &device, &mut |p: LoadProgress| {
-                pb.set_length(p.bytes_total);
-                pb.set_position(p.bytes_done);
-            })?;
-            pb.finish_and_clear();
-            let (rgb, alpha) = match up {
+            let (rgb, alpha) = match load_any(&model, &device)? {
                 Upscaler::Gan(up) => {
                     if lambda_pix.is_some() || lambda_sem.is_some() || seed.is_some() {
                         return Err("--lambda-pix, --lambda-sem and --seed apply to diffusion models only".into());
@@ -348,7 +343,7 @@ fn run(command: Command) -> Result<()> {
             up.upscale_rgb(&img.rgb, opts, &mut |_| {})?;
             let warmup = t0.elapsed().as_secs_f64();
             let mut times = Vec::new();
-            for _ in 0..runs {
+            for _ in 0..runs.max(1) {
                 let t = Instant::now();
                 up.upscale_rgb(&img.rgb, opts, &mut |_| {})?;
                 times.push(t.elapsed().as_secs_f64());
