@@ -23,41 +23,20 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 FIX = os.path.join(ROOT, "tests", "fixtures", "sd")
+# The official LoRA target rule and checkpoint loader, shared with the fixture generator.
 sys.path.insert(0, FIX)
+import generate as ref  # noqa: E402
 
 SEED = 1234
 RANK = 4
 LORA_B_STD = 0.02
 CONV_IN_STD = 0.02
-PIX = ["default_encoder_pix", "default_decoder_pix", "default_others_pix"]
-ALL = PIX + ["default_encoder_sem", "default_decoder_sem", "default_others_sem"]
-UNET_GREP = ["to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_in", "conv_shortcut",
-             "conv_out", "proj_in", "proj_out", "ff.net.2", "ff.net.0.proj"]
-
-
 def log(*a):
     print(f"[{time.strftime('%H:%M:%S')}]", *a, file=sys.stderr, flush=True)
 
 
-def unet_targets(unet):
-    """OSEDiff / PiSA-SR initialize_unet: first matching pattern wins, split by location."""
-    enc, dec, oth = [], [], []
-    for n, _ in unet.named_parameters():
-        if "bias" in n or "norm" in n:
-            continue
-        for pattern in UNET_GREP:
-            if pattern in n and ("down_blocks" in n or "conv_in" in n):
-                enc.append(n.replace(".weight", "")); break
-            elif pattern in n and ("up_blocks" in n or "conv_out" in n):
-                dec.append(n.replace(".weight", "")); break
-            elif pattern in n:
-                oth.append(n.replace(".weight", "")); break
-    return enc, dec, oth
-
-
 def lora_conf(targets):
-    from peft import LoraConfig
-    return LoraConfig(r=RANK, init_lora_weights="gaussian", target_modules=targets)
+    return ref.lora_conf(RANK, targets)
 
 
 def config(name):
@@ -99,7 +78,7 @@ def make(out):
     shutil.copytree(os.path.join(FIX, "tokenizer"), os.path.join(out, "tokenizer"), dirs_exist_ok=True)
 
     log("PiSA-SR LoRAs (peft add_adapter x 6)")
-    enc, dec, oth = unet_targets(unet)
+    enc, dec, oth = ref.unet_targets(unet)
     unet = unet.float()
     for sfx in ["pix", "sem"]:
         for name, lst in [("encoder", enc), ("decoder", dec), ("others", oth)]:
@@ -149,15 +128,8 @@ def bench(out, runs):
     vae = AutoencoderKL.from_pretrained(out, subfolder="vae", torch_dtype=torch.float32).eval()
     ck = torch.load(os.path.join(out, "pisa_sr.pkl"), weights_only=False)
     # the official PiSASR_eval loader: add the six adapters, copy every lora / conv_in tensor
-    for sfx in ["pix", "sem"]:
-        for part in ["encoder", "decoder", "others"]:
-            unet.add_adapter(lora_conf(ck[f"unet_lora_{part}_modules_{sfx}"]), adapter_name=f"default_{part}_{sfx}")
-    n = 0
-    for name, p in unet.named_parameters():
-        if "lora" in name or "conv_in" in name:
-            p.data.copy_(ck["state_dict_unet"][name]); n += 1
-    assert n == len(ck["state_dict_unet"])
-    unet.set_adapter(ALL)  # default mode: W_pix + dW_sem in one pass
+    ref.load_pisa(unet, ck)
+    unet.set_adapter(ref.PISA_ALL)  # default mode: W_pix + dW_sem in one pass
     emb = load_file(os.path.join(out, "null_emb.safetensors"))["text_emb_null"]
     load_s = time.perf_counter() - t0
 
