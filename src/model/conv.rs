@@ -50,16 +50,16 @@ impl Conv2d {
         }
     }
 
-    /// [`Self::forward`] computed in f32 whatever the input's dtype, returned in the input's
-    /// dtype. For the cheap convolutions whose outputs are the model's outputs (few output
-    /// channels, e.g. a UNet's or VAE's `conv_out`): with f16 compute their long f16
-    /// accumulations land directly on the result. f32 input: the same as `forward`.
+    /// [`Self::forward`] computed and returned in f32 whatever the input's dtype. For the cheap
+    /// convolutions at a model's boundaries (few channels: a UNet's or VAE's `conv_in` /
+    /// `conv_out`, `quant_conv`): with f16 compute their long f16 accumulations would land
+    /// directly on the latent or the noise prediction, and an f32 result keeps the one-step
+    /// arithmetic (`z - eps`) free of f16 rounding. f32 input: the same as `forward`.
     pub fn forward_f32(&self, x: Tensor<4>) -> Tensor<4> {
-        let dtype = FloatDType::from(x.dtype());
-        if dtype == FloatDType::F32 {
+        if FloatDType::from(x.dtype()) == FloatDType::F32 && self.dtype() == FloatDType::F32 {
             return self.forward(x);
         }
-        let delta = self.lora.as_ref().and_then(|l| l.delta(&x)).map(|d| d.cast(FloatDType::F32));
+        let delta = self.lora.as_ref().and_then(|l| l.delta(&x.clone().cast(self.dtype()))).map(|d| d.cast(FloatDType::F32));
         let y = conv2d(
             x.cast(FloatDType::F32),
             self.weight.clone().cast(FloatDType::F32),
@@ -70,6 +70,10 @@ impl Conv2d {
             Some(d) => y + d,
             None => y,
         }
-        .cast(dtype)
+    }
+
+    /// The dtype of the weights (the model's compute dtype).
+    pub fn dtype(&self) -> FloatDType {
+        FloatDType::from(self.weight.dtype())
     }
 }

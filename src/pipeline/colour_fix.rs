@@ -27,7 +27,9 @@ impl std::str::FromStr for ColourFix {
 }
 
 /// `target`, `source`: `[N, C, H, W]` in [0, 1] → the corrected image, clamped to [0, 1].
+/// Runs in the target's dtype (the decoder's output is f32 whatever the model computes in).
 pub fn apply(fix: ColourFix, target: Tensor<4>, source: Tensor<4>) -> Tensor<4> {
+    let source = source.cast(burn::tensor::FloatDType::from(target.dtype()));
     match fix {
         ColourFix::Adain => adain(target, source),
         ColourFix::Wavelet => wavelet(target, source),
@@ -57,7 +59,7 @@ fn wavelet_blur(x: Tensor<4>, radius: usize) -> Tensor<4> {
     let c = x.dims()[1];
     let k = [0.0625f32, 0.125, 0.0625, 0.125, 0.25, 0.125, 0.0625, 0.125, 0.0625];
     let kernel: Vec<f32> = (0..c).flat_map(|_| k).collect();
-    let kernel = Tensor::<4>::from_data(TensorData::new(kernel, [c, 1, 3, 3]), &x.device());
+    let kernel = Tensor::<4>::from_data(TensorData::new(kernel, [c, 1, 3, 3]), &x.device()).cast(burn::tensor::FloatDType::from(x.dtype()));
     let x = x.pad((radius, radius, radius, radius), PadMode::Edge);
     conv2d(x, kernel, None, ConvOptions::new([1, 1], [0, 0], [radius, radius], c))
 }

@@ -69,6 +69,16 @@ impl ParamStore {
         out
     }
 
+    /// Cast every tensor named `{prefix}…` to `dtype` on the device (a part of a model that
+    /// computes in another precision than the rest).
+    pub fn cast_prefix(&mut self, prefix: &str, dtype: burn::tensor::FloatDType) {
+        for (name, (_, t)) in self.tensors.iter_mut() {
+            if name.starts_with(prefix) {
+                *t = t.clone().cast(dtype);
+            }
+        }
+    }
+
     /// Take tensor `name` (exactly `shape`) as host f32 values (converters).
     pub fn take_values(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, WeightsError> {
         let (got, tensor) = self

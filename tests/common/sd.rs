@@ -183,7 +183,7 @@ const FIXES: [(ColourFix, &str); 3] = [(ColourFix::None, "none"), (ColourFix::Ad
 pub fn f16_min_psnr(model: &OneStepSr, device: &Device, guidance: Guidance, prefix: &str) -> f64 {
     let r = Reference::open();
     let out = model.forward(input(&r, device), Latent::Mean, guidance) * 0.5 + 0.5;
-    assert_eq!(out.dtype(), burn::tensor::DType::F16, "the computation runs in f16");
+    assert_eq!(model.dtype(), burn::tensor::FloatDType::F16, "the computation runs in f16");
     let mut min = f64::INFINITY;
     for (fix, name) in FIXES {
         let img = colour_fix::apply(fix, out.clone(), colour_source(device));
@@ -209,3 +209,28 @@ pub fn f16_min_psnrs(device: &Device) -> (f64, f64, f64) {
     }
     (ose, t_ose, pisa)
 }
+
+/// Prints the per-stage errors (latent, eps, z_hat, decoder alone) to show where f16 loses precision.
+pub fn f16_stages(device: &Device) {
+    use onestep_sr::model::sd::Method;
+    use onestep_sr::pipeline::one_step::{Latent, OneStepSr};
+    use onestep_sr::weights::sd_convert::StoreDType;
+    let r = Reference::open();
+    let (_t, dir) = converted(Method::OseDiff, StoreDType::F16);
+    let model = load_model(&dir, device);
+    let z = model.encode(input(&r, device), Latent::Mean);
+    check("f16 osediff z", z.clone(), &r, "osediff_z", f32::INFINITY);
+    let eps = model.eps(z.clone(), true);
+    check("f16 osediff eps", eps.clone(), &r, "osediff_eps_t999", f32::INFINITY);
+    check("f16 osediff z_hat", OneStepSr::osediff_z_hat(z, eps), &r, "osediff_z_hat", f32::INFINITY);
+    let (_t2, dir) = converted(Method::PisaSr, StoreDType::F16);
+    let pisa = load_model(&dir, device);
+    let z = pisa.encode(input(&r, device), Latent::Mean);
+    check("f16 pisa z", z.clone(), &r, "z", f32::INFINITY);
+    check("f16 pisa eps_sem", pisa.eps(z.clone(), true), &r, "pisa_eps_sem_t1", f32::INFINITY);
+    check("f16 pisa eps_sem from f32 reference z", pisa.eps(r.tensor::<4>("z", device).cast(burn::tensor::FloatDType::F16), true), &r, "pisa_eps_sem_t1", f32::INFINITY);
+    let out = pisa.decode(r.tensor("pisa_default_z_hat", device)) * 0.5 + 0.5;
+    psnr_vs_reference("f16 pisa decoder alone (f32 reference z_hat)", out, &r, "pisa_default_out_none");
+    check("f16 osediff z_hat from f32 reference eps", OneStepSr::osediff_z_hat(r.tensor("osediff_z", device), r.tensor("osediff_eps_t999", device)), &r, "osediff_z_hat", f32::INFINITY);
+}
+

@@ -223,7 +223,9 @@ impl UNet2DConditionModel {
         let factor = 1usize << (self.up_blocks.len() - 1);
         let forward_upsample_size = h % factor != 0 || w % factor != 0;
 
-        let mut x = self.conv_in.forward_f32(sample);
+        // The boundary convolutions run in f32 (see `Conv2d::forward_f32`): `sample` may be f32
+        // and the noise prediction comes back in f32.
+        let mut x = self.conv_in.forward_f32(sample).cast(self.conv_in.dtype());
         let mut skips = vec![x.clone()];
         for block in &self.down_blocks {
             for (j, resnet) in block.resnets.iter().enumerate() {

@@ -128,9 +128,10 @@ impl Encoder {
         })
     }
 
-    /// `[N, 3, H, W]` in [-1, 1] → `[N, 2 * latent, ceil(H/8), ceil(W/8)]` (before quant_conv).
+    /// `[N, 3, H, W]` in [-1, 1] → `[N, 2 * latent, ceil(H/8), ceil(W/8)]` in f32 (before
+    /// quant_conv).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut x = self.conv_in.forward(x);
+        let mut x = self.conv_in.forward(x.cast(self.conv_in.dtype()));
         for block in &self.down_blocks {
             for r in &block.resnets {
                 x = r.forward(x, None);
@@ -183,8 +184,10 @@ impl Decoder {
         })
     }
 
-    /// `[N, latent, h, w]` (after post_quant_conv) → `[N, 3, 8h, 8w]`, unclamped.
+    /// `[N, latent, h, w]` (after post_quant_conv, any float dtype) → `[N, 3, 8h, 8w]` in f32,
+    /// unclamped.
     pub fn forward(&self, z: Tensor<4>) -> Tensor<4> {
+        let z = z.cast(self.conv_in.dtype());
         let mut x = self.mid_block.forward(self.conv_in.forward(z));
         for block in &self.up_blocks {
             for r in &block.resnets {
