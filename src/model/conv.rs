@@ -72,6 +72,24 @@ impl Conv2d {
         }
     }
 
+    /// The convolution with explicit `[pad_h, pad_w]` zero padding instead of the layer's own
+    /// (tiled execution supplies neighbouring rows itself), in f32 when `f32` (see
+    /// [`Self::forward_f32`]) or else in the weights' dtype. Layers with a kept LoRA branch
+    /// (the UNet's semantic adapter) are never run this way.
+    pub fn forward_padded(&self, x: Tensor<4>, padding: [usize; 2], f32: bool) -> Tensor<4> {
+        assert!(self.lora.is_none(), "tiled convolutions have no run-time LoRA branch");
+        let (x, w, b) = if f32 {
+            (x.cast(FloatDType::F32), self.weight.clone().cast(FloatDType::F32), self.bias.clone().map(|b| b.cast(FloatDType::F32)))
+        } else {
+            (x.cast(self.dtype()), self.weight.clone(), self.bias.clone())
+        };
+        conv2d(x, w, b, ConvOptions::new([self.stride; 2], padding, [1, 1], 1))
+    }
+
+    pub fn stride(&self) -> usize {
+        self.stride
+    }
+
     /// The dtype of the weights (the model's compute dtype).
     pub fn dtype(&self) -> FloatDType {
         FloatDType::from(self.weight.dtype())

@@ -1,7 +1,9 @@
 //! Tiling: where tiles go (planner) and how overlapping outputs are merged (blend).
 
+pub mod attention;
 pub mod blend;
 pub mod planner;
+pub mod vae;
 
 pub use blend::RowBlender;
 pub use planner::{Tile, TilePlan};

@@ -51,6 +51,10 @@ impl Attention {
         Ok(attn)
     }
 
+    pub fn heads(&self) -> usize {
+        self.heads
+    }
+
     /// `x: [B, L, dim]`, `context: [B, Lk, context_dim]` (None: self-attention).
     pub fn forward(&self, x: Tensor<3>, context: Option<&Tensor<3>>) -> Tensor<3> {
         let ctx = context.cloned().unwrap_or_else(|| x.clone());

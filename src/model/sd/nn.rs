@@ -4,7 +4,6 @@
 
 use burn::tensor::{
     FloatDType, Tensor,
-    activation::softmax,
     module::{layer_norm, linear},
 };
 
@@ -62,14 +61,26 @@ impl GroupNorm {
     /// thousands of elements lose too much when accumulated in f16), and returns the input's
     /// dtype. With f32 input the casts are no-ops.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [n, c, h, w] = x.dims();
+        let g = x.clone().cast(FloatDType::F32).reshape([n, self.groups, (c / self.groups) * h * w]);
+        let (var, mean) = g.var_mean_bias(2);
+        self.normalize(x, mean, var)
+    }
+
+    /// `(x - mean) / sqrt(var + eps) * weight + bias` with given per-group statistics
+    /// (`[N, groups, 1]`, f32): the whole-image statistics when `x` is one tile of it.
+    pub fn normalize(&self, x: Tensor<4>, mean: Tensor<3>, var: Tensor<3>) -> Tensor<4> {
         let dtype = FloatDType::from(x.dtype());
         let [n, c, h, w] = x.dims();
         let g = x.cast(FloatDType::F32).reshape([n, self.groups, (c / self.groups) * h * w]);
-        let (var, mean) = g.clone().var_mean_bias(2);
         let g = (g - mean) / (var + self.eps).sqrt();
         let weight = self.weight.clone().cast(FloatDType::F32).reshape([1, c, 1, 1]);
         let bias = self.bias.clone().cast(FloatDType::F32).reshape([1, c, 1, 1]);
         (g.reshape([n, c, h, w]) * weight + bias).cast(dtype)
+    }
+
+    pub fn groups(&self) -> usize {
+        self.groups
     }
 }
 
@@ -99,21 +110,13 @@ impl LayerNorm {
 /// Scaled dot-product attention, `softmax(q k^T / sqrt(d) + mask) v`, on
 /// `q: [B, heads, Lq, d]`, `k, v: [B, heads, Lk, d]`, an optional additive `mask: [Lq, Lk]`.
 ///
-/// This is the one place where the `[Lq, Lk]` score matrix exists: a memory-bounded version
-/// (query chunks, online softmax) replaces this function body and nothing else.
-///
-/// f16 inputs: `q` is scaled before the matmul (the unscaled scores can overflow f16's range
-/// and lose absolute precision), and the softmax (max, exp, sum over `Lk`) runs in f32; the
-/// probabilities go back to the input's dtype for the matmul with `v`.
+/// The score matrix is computed in blocks bounded by [`crate::tiling::attention`]'s limit
+/// (query chunks, then key chunks with an online softmax). f16 inputs: `q` is scaled before
+/// the matmul (unscaled scores can overflow f16's range) and scores and softmax run in f32;
+/// the probabilities go back to the input's dtype for the matmul with `v`.
 pub fn scaled_dot_product_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<Tensor<2>>) -> Tensor<4> {
-    let dtype = FloatDType::from(q.dtype());
     let d = q.dims()[3];
-    let scores = (q.cast(FloatDType::F32) * (1.0 / (d as f64).sqrt())).matmul(k.cast(FloatDType::F32).swap_dims(2, 3));
-    let scores = match mask {
-        Some(m) => scores + m.cast(FloatDType::F32).unsqueeze::<4>(),
-        None => scores,
-    };
-    softmax(scores, 3).cast(dtype).matmul(v)
+    crate::tiling::attention::attention(q, k, v, mask, 1.0 / (d as f64).sqrt())
 }
 
 /// `[B, L, heads * d]` → `[B, heads, L, d]`.

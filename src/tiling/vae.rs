@@ -1,0 +1,259 @@
+//! Exact tiled execution of the VAE: the image is held as horizontal bands (`[1, C, rows, W]`
+//! tensors, top to bottom) and every layer runs band by band.
+//!
+//! - A 3x3 convolution reads one row of each neighbouring band (zeros at the image border),
+//!   so it equals the whole-image convolution; stride-2 downsampling and nearest-2x
+//!   upsampling do the same with their own halos.
+//! - GroupNorm uses statistics over the whole image: per-band sums first (mean), then
+//!   per-band sums of squared deviations (biased variance), then every band is normalised.
+//! - The mid-block attention attends from each band's pixels to all pixels, one key band at a
+//!   time with an online softmax ([`attention_pieces`]), so no tensor holds all keys.
+//!
+//! Unlike the official "tiled VAE" (per-tile variances averaged, attention inside each tile,
+//! a fixed halo), the result is the whole-image result up to float summation order. Memory:
+//! the bands of two or three activations live at once (the residual of a resnet), and no
+//! single tensor is larger than one band. [`Norms`] can record the GroupNorm statistics of a
+//! whole-image pass and replay them on a crop (decoding only a region).
+
+use burn::tensor::{FloatDType, Tensor, activation::silu, ops::PadMode};
+
+use super::attention::attention_pieces;
+use crate::model::conv::Conv2d;
+use crate::model::sd::attention::Attention;
+use crate::model::sd::nn::{GroupNorm, merge_heads, split_heads};
+use crate::model::sd::resnet::{Downsample2D, ResnetBlock2D, Upsample2D, nearest_resize};
+use crate::model::sd::vae::{Decoder, Encoder, VaeMidBlock};
+
+/// An image-shaped activation as horizontal bands, top to bottom, all `[1, C, rows_i, W]`.
+#[derive(Clone)]
+pub struct Bands(pub Vec<Tensor<4>>);
+
+impl Bands {
+    /// Cut `x: [1, C, H, W]` into bands of `rows` (the last one takes the remainder).
+    pub fn split(x: Tensor<4>, rows: usize) -> Self {
+        let h = x.dims()[2];
+        Self((0..h).step_by(rows.max(1)).map(|y| x.clone().narrow(2, y, rows.min(h - y))).collect())
+    }
+
+    /// The whole activation (tests, small images).
+    pub fn join(self) -> Tensor<4> {
+        let mut v = self.0;
+        if v.len() == 1 { v.pop().expect("one band") } else { Tensor::cat(v, 2) }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn map(self, f: impl FnMut(Tensor<4>) -> Tensor<4>) -> Self {
+        Self(self.0.into_iter().map(f).collect())
+    }
+
+    fn zip(self, other: Bands, mut f: impl FnMut(Tensor<4>, Tensor<4>) -> Tensor<4>) -> Self {
+        Self(self.0.into_iter().zip(other.0).map(|(a, b)| f(a, b)).collect())
+    }
+
+    /// Band `i` with `above` rows of the band before it and `below` rows of the one after
+    /// (zeros past the image's top and bottom).
+    fn with_halo(&self, i: usize, above: usize, below: usize) -> Tensor<4> {
+        let band = &self.0[i];
+        let rows = |t: &Tensor<4>, from_end: bool, n: usize| {
+            let h = t.dims()[2];
+            t.clone().narrow(2, if from_end { h - n } else { 0 }, n)
+        };
+        let zeros = |n: usize| {
+            let [b, c, _, w] = band.dims();
+            Tensor::<4>::zeros([b, c, n, w], &band.device()).cast(FloatDType::from(band.dtype()))
+        };
+        let mut parts = Vec::with_capacity(3);
+        if above > 0 {
+            parts.push(if i > 0 { rows(&self.0[i - 1], true, above) } else { zeros(above) });
+        }
+        parts.push(band.clone());
+        if below > 0 {
+            parts.push(if i + 1 < self.0.len() { rows(&self.0[i + 1], false, below) } else { zeros(below) });
+        }
+        Tensor::cat(parts, 2)
+    }
+}
+
+/// GroupNorm statistics: computed over all bands, optionally recorded in call order, or
+/// replayed from a recording (a crop normalised with the whole image's statistics).
+#[derive(Clone, Default)]
+pub struct Norms {
+    recorded: Vec<(Tensor<3>, Tensor<3>)>,
+    replay: Option<usize>,
+    record: bool,
+}
+
+impl Norms {
+    /// Compute, and keep every layer's statistics.
+    pub fn recording() -> Self {
+        Self { record: true, ..Self::default() }
+    }
+
+    /// Use `self`'s recorded statistics, in order, instead of computing them.
+    pub fn replaying(&self) -> Self {
+        Self { recorded: self.recorded.clone(), replay: Some(0), record: false }
+    }
+
+    fn stats(&mut self, norm: &GroupNorm, x: &Bands) -> (Tensor<3>, Tensor<3>) {
+        if let Some(i) = self.replay.as_mut() {
+            let s = self.recorded.get(*i).expect("the replayed pass has the recorded layers").clone();
+            *i += 1;
+            return s;
+        }
+        let g = norm.groups();
+        let grouped = |t: &Tensor<4>| {
+            let [n, c, h, w] = t.dims();
+            t.clone().cast(FloatDType::F32).reshape([n, g, (c / g) * h * w])
+        };
+        let count: usize = x.0.iter().map(|t| t.dims().iter().skip(1).product::<usize>() / g).sum();
+        let sum = x.0.iter().map(|t| grouped(t).sum_dim(2)).reduce(|a, b| a + b).expect("a band");
+        let mean = sum / count as f64;
+        let sq = x.0.iter().map(|t| (grouped(t) - mean.clone()).powi_scalar(2).sum_dim(2)).reduce(|a, b| a + b).expect("a band");
+        let var = sq / count as f64;
+        if self.record {
+            self.recorded.push((mean.clone(), var.clone()));
+        }
+        (mean, var)
+    }
+
+    fn group_norm(&mut self, norm: &GroupNorm, x: &Bands) -> Bands {
+        let (mean, var) = self.stats(norm, x);
+        x.clone().map(|t| norm.normalize(t, mean.clone(), var.clone()))
+    }
+}
+
+/// A stride-1 3x3 (or 1x1) convolution, band by band.
+fn conv(conv: &Conv2d, x: &Bands, f32: bool) -> Bands {
+    let k = conv.weight.dims()[2];
+    let p = k / 2;
+    Bands((0..x.len()).map(|i| conv.forward_padded(x.with_halo(i, p, p), [0, p], f32)).collect())
+}
+
+fn resnet(r: &ResnetBlock2D, x: Bands, norms: &mut Norms) -> Bands {
+    let h = conv(&r.conv1, &norms.group_norm(&r.norm1, &x).map(silu), false);
+    let h = conv(&r.conv2, &norms.group_norm(&r.norm2, &h).map(silu), false);
+    let x = match &r.conv_shortcut {
+        Some(c) => conv(c, &x, false),
+        None => x,
+    };
+    x.zip(h, |a, b| a + b)
+}
+
+/// SD's VAE downsampler: zero pad right and bottom by one, 3x3 stride 2. Bands have even
+/// rows, so band `i`'s output rows need one extra input row below.
+fn downsample(d: &Downsample2D, x: Bands) -> Bands {
+    Bands(
+        (0..x.len())
+            .map(|i| {
+                let t = x.with_halo(i, 0, 1).pad((0, 1, 0, 0), PadMode::Constant(0.0));
+                d.conv.forward_padded(t, [0, 0], false)
+            })
+            .collect(),
+    )
+}
+
+/// Nearest x2 then a 3x3 conv: one neighbouring input row on each side becomes the two
+/// upsampled rows, of which the conv needs the nearer one.
+fn upsample(u: &Upsample2D, x: Bands) -> Bands {
+    Bands(
+        (0..x.len())
+            .map(|i| {
+                let t = x.with_halo(i, 1, 1);
+                let [_, _, h, w] = t.dims();
+                let t = nearest_resize(t, 2 * h, 2 * w);
+                u.conv.forward_padded(t.narrow(2, 1, 2 * h - 2), [0, 1], false)
+            })
+            .collect(),
+    )
+}
+
+/// `x + to_out(attention(group_norm(x)))` over all pixels of all bands.
+fn spatial_attention(a: &Attention, x: Bands, norms: &mut Norms) -> Bands {
+    let norm = a.group_norm.as_ref().expect("the VAE's attention has a GroupNorm");
+    let hs = norms.group_norm(norm, &x);
+    let tokens = |t: Tensor<4>| {
+        let [n, c, h, w] = t.dims();
+        t.reshape([n, c, h * w]).swap_dims(1, 2)
+    };
+    let heads = a.heads();
+    let kv: Vec<(Tensor<4>, Tensor<4>)> = hs
+        .0
+        .iter()
+        .map(|t| {
+            let t = tokens(t.clone());
+            (split_heads(a.to_k.forward(t.clone()), heads), split_heads(a.to_v.forward(t), heads))
+        })
+        .collect();
+    let scale = 1.0 / ((x.0[0].dims()[1] / heads) as f64).sqrt();
+    let out: Vec<Tensor<4>> = hs
+        .0
+        .into_iter()
+        .map(|t| {
+            let [n, c, h, w] = t.dims();
+            let q = split_heads(a.to_q.forward(tokens(t)), heads);
+            let o = a.to_out.forward(merge_heads(attention_pieces(q, &kv, scale)));
+            o.swap_dims(1, 2).reshape([n, c, h, w])
+        })
+        .collect();
+    x.zip(Bands(out), |a, b| a + b)
+}
+
+fn mid_block(m: &VaeMidBlock, x: Bands, norms: &mut Norms) -> Bands {
+    let x = resnet(&m.resnets[0], x, norms);
+    let x = spatial_attention(&m.attentions[0], x, norms);
+    resnet(&m.resnets[1], x, norms)
+}
+
+/// [`Encoder::forward`] on bands: `x` `[1, 3, H, W]` with H and W multiples of 8 and band
+/// rows multiples of 8 (so every downsampling stays aligned). Returns the moments' bands
+/// (f32) at latent resolution.
+pub fn encode(e: &Encoder, x: Bands, norms: &mut Norms) -> Bands {
+    let mut x = conv(&e.conv_in, &x, false);
+    for block in &e.down_blocks {
+        for r in &block.resnets {
+            x = resnet(r, x, norms);
+        }
+        for d in &block.downsamplers {
+            x = downsample(d, x);
+        }
+    }
+    let x = mid_block(&e.mid_block, x, norms);
+    let x = norms.group_norm(&e.conv_norm_out, &x).map(silu);
+    conv(&e.conv_out, &x, true)
+}
+
+/// [`Decoder::forward`] on bands of the latent (after post_quant_conv): the image's bands in
+/// f32, unclamped.
+pub fn decode(d: &Decoder, z: Bands, norms: &mut Norms) -> Bands {
+    let z = z.map(|t| t.cast(d.conv_in.dtype()));
+    let x = conv(&d.conv_in, &z, false);
+    decode_from_mid(d, mid_block(&d.mid_block, x, norms), norms)
+}
+
+/// The decoder after its mid block (its up blocks, norm and conv_out).
+pub fn decode_from_mid(d: &Decoder, mut x: Bands, norms: &mut Norms) -> Bands {
+    for block in &d.up_blocks {
+        for r in &block.resnets {
+            x = resnet(r, x, norms);
+        }
+        for u in &block.upsamplers {
+            x = upsample(u, x);
+        }
+    }
+    let x = norms.group_norm(&d.conv_norm_out, &x).map(silu);
+    conv(&d.conv_out, &x, true)
+}
+
+/// The decoder's conv_in and mid block on bands (the part that runs at latent resolution).
+pub fn decode_mid(d: &Decoder, z: Bands, norms: &mut Norms) -> Bands {
+    let z = z.map(|t| t.cast(d.conv_in.dtype()));
+    let x = conv(&d.conv_in, &z, false);
+    mid_block(&d.mid_block, x, norms)
+}
