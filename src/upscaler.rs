@@ -104,6 +104,28 @@ impl SdUpscaler {
     }
 }
 
+impl SdUpscaler {
+    /// PiSA-SR at every `(lambda_pix, lambda_sem)` of `pairs` from one encoder pass and one
+    /// pair of UNet passes (only the decoder runs per pair); alpha by bicubic, once.
+    pub fn upscale_grid(
+        &self,
+        img: &Decoded,
+        opts: &SdOptions,
+        pairs: &[(f32, f32)],
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(Vec<RgbImage>, Option<GrayImage>), Error> {
+        let opts = SdOptions { guidance: crate::pipeline::one_step::Guidance::Adjustable { lambda_pix: 1.0, lambda_sem: 1.0 }, ..*opts };
+        let mut r = sd_upscale::prepare(&self.model, &self.device, &img.rgb, &opts, progress);
+        let images = pairs
+            .iter()
+            .map(|&l| r.render(&self.model, l, progress).map_err(|e| Error::Execution(format!("{e:?}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (w, h) = images.first().map_or((0, 0), |i| i.dimensions());
+        let alpha = img.alpha.as_ref().map(|a| image_io::resize_bicubic_gray(a, w, h));
+        Ok((images, alpha))
+    }
+}
+
 /// Any converted model, chosen by the manifest's architecture.
 pub enum Upscaler {
     Gan(GanUpscaler),

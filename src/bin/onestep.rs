@@ -13,7 +13,7 @@ use onestep_sr::model::sd::Method;
 use onestep_sr::pipeline::colour_fix::ColourFix;
 use onestep_sr::pipeline::one_step::{Guidance, Latent};
 use onestep_sr::pipeline::preprocess::PreprocessOptions;
-use onestep_sr::pipeline::sd_upscale::SdOptions;
+use onestep_sr::pipeline::sd_upscale::{SdOptions, SdTiling};
 use onestep_sr::pipeline::{Progress, gan::TileOptions};
 use onestep_sr::upscaler::{self, GanUpscaler, Upscaler};
 use onestep_sr::weights::sd_convert::{SdConvertOptions, StoreDType};
@@ -89,6 +89,20 @@ enum Command {
         /// Float type of the computation (f16 needs a GPU that supports it).
         #[arg(long, value_enum, default_value = "f32")]
         dtype: DTypeArg,
+        /// Diffusion models: UNet latent tile side, in latents (the official --latent_tiled_size).
+        #[arg(long, default_value_t = SdTiling::default().latent_tile)]
+        latent_tile: usize,
+        /// Diffusion models: overlap of neighbouring latent tiles (the official --latent_tiled_overlap).
+        #[arg(long, default_value_t = SdTiling::default().latent_overlap)]
+        latent_overlap: usize,
+        /// Diffusion models: VAE tile height in image pixels (a multiple of 8; tiles span the
+        /// width). Default: the memory planner's choice. Tiling is exact.
+        #[arg(long)]
+        vae_tile: Option<usize>,
+        /// PiSA-SR: every (lambda_pix, lambda_sem) pair from this list (e.g. 0.5,1.0,1.5), from one
+        /// encoder pass and one pair of UNet passes; writes OUT's stem + `_p{X}_s{Y}.png`.
+        #[arg(long, value_delimiter = ',', num_args = 1..)]
+        lambda_grid: Option<Vec<String>>,
     },
     /// Convert weights into format v1.
     #[command(subcommand)]
@@ -230,8 +244,39 @@ fn load_model(dir: &Path, device: &burn::tensor::Device) -> Result<GanUpscaler> 
 fn run(command: Command) -> Result<()> {
     match command {
         Command::Upscale {
-            input, output, model, tile, overlap, device, lambda_pix, lambda_sem, color_fix, process_size, seed, dtype,
+            input,
+            output,
+            model,
+            tile,
+            overlap,
+            device,
+            lambda_pix,
+            lambda_sem,
+            color_fix,
+            process_size,
+            seed,
+            dtype,
+            latent_tile,
+            latent_overlap,
+            vae_tile,
+            lambda_grid,
         } => {
+            if latent_tile == 0 || latent_overlap >= latent_tile {
+                return Err("--latent-tile must be positive and larger than --latent-overlap".into());
+            }
+            if vae_tile.is_some_and(|t| t == 0 || t % 8 != 0) {
+                return Err("--vae-tile must be a positive multiple of 8".into());
+            }
+            let grid: Option<Vec<(String, f32)>> = lambda_grid
+                .map(|list| {
+                    list.into_iter()
+                        .map(|s| s.trim().parse::<f32>().map(|v| (s.trim().to_string(), v)).map_err(|_| format!("--lambda-grid: {s:?} is not a number")))
+                        .collect::<std::result::Result<Vec<_>, String>>()
+                })
+                .transpose()?;
+            if grid.is_some() && (lambda_pix.is_some() || lambda_sem.is_some()) {
+                return Err("--lambda-grid replaces --lambda-pix / --lambda-sem".into());
+            }
             if tile == 0 || overlap >= tile {
                 return Err("--tile must be positive and larger than --overlap".into());
             }
@@ -249,8 +294,8 @@ fn run(command: Command) -> Result<()> {
             }
             let (rgb, alpha) = match load_any(&model, &device)? {
                 Upscaler::Gan(up) => {
-                    if lambda_pix.is_some() || lambda_sem.is_some() || seed.is_some() {
-                        return Err("--lambda-pix, --lambda-sem and --seed apply to diffusion models only".into());
+                    if lambda_pix.is_some() || lambda_sem.is_some() || seed.is_some() || grid.is_some() {
+                        return Err("--lambda-pix, --lambda-sem, --lambda-grid and --seed apply to diffusion models only".into());
                     }
                     let pb = bar("{msg} tile {pos}/{len} [{bar:30}] {elapsed}");
                     pb.set_message("upscaling");
@@ -263,6 +308,10 @@ fn run(command: Command) -> Result<()> {
                 }
                 Upscaler::Sd(up) => {
                     let guidance = match (lambda_pix, lambda_sem) {
+                        _ if grid.is_some() && up.model.config.method == Method::OseDiff => {
+                            return Err("--lambda-grid needs a PiSA-SR model".into());
+                        }
+                        _ if grid.is_some() => Guidance::Adjustable { lambda_pix: 1.0, lambda_sem: 1.0 },
                         (None, None) => Guidance::Default,
                         _ if up.model.config.method == Method::OseDiff => {
                             return Err("--lambda-pix / --lambda-sem need a PiSA-SR model".into());
@@ -278,13 +327,30 @@ fn run(command: Command) -> Result<()> {
                         },
                         latent: seed.map_or(Latent::Mean, |seed| Latent::Sample { seed }),
                         guidance,
+                        tiling: SdTiling { latent_tile, latent_overlap, vae_rows: vae_tile },
                     };
-                    let pb = bar("{msg} stage {pos}/{len} [{bar:30}] {elapsed}");
-                    let out = up.upscale(&img, &opts, &mut |p: Progress| {
+                    let pb = bar("{msg} {pos}/{len} [{bar:30}] {elapsed}");
+                    let mut progress = |p: Progress| {
                         pb.set_message(p.stage);
                         pb.set_length(p.total as u64);
                         pb.set_position(p.done as u64);
-                    })?;
+                    };
+                    if let Some(grid) = grid {
+                        let pairs: Vec<(f32, f32)> = grid.iter().flat_map(|(_, p)| grid.iter().map(move |(_, s)| (*p, *s))).collect();
+                        let names: Vec<(String, String)> =
+                            grid.iter().flat_map(|(p, _)| grid.iter().map(move |(s, _)| (p.clone(), s.clone()))).collect();
+                        let (images, alpha) = up.upscale_grid(&img, &opts, &pairs, &mut progress)?;
+                        pb.finish_and_clear();
+                        let stem = output.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+                        for (rgb, (p, s)) in images.iter().zip(names) {
+                            let path = output.with_file_name(format!("{stem}_p{p}_s{s}.png"));
+                            let png = image_io::encode_png(rgb, alpha.as_ref())?;
+                            std::fs::write(&path, png).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                            println!("{}", path.display());
+                        }
+                        return Ok(());
+                    }
+                    let out = up.upscale(&img, &opts, &mut progress)?;
                     pb.finish_and_clear();
                     out
                 }

@@ -103,14 +103,19 @@ impl OneStepSr {
         Ok(Self { config, vae, unet, text_embedding, sem_lora })
     }
 
-    fn sf(&self) -> f64 {
+    pub fn sf(&self) -> f64 {
         self.config.vae.scaling_factor
     }
 
     /// `z = E(x) * scaling_factor` for `x: [1, 3, H, W]` in [-1, 1].
     pub fn encode(&self, x: Tensor<4>, latent: Latent) -> Tensor<4> {
+        self.latent_from_moments(self.vae.encode_moments(x), latent)
+    }
+
+    /// `z = latent(moments) * scaling_factor` from the encoder's moments (after quant_conv):
+    /// the mean, or a seeded sample.
+    pub fn latent_from_moments(&self, moments: Tensor<4>, latent: Latent) -> Tensor<4> {
         let l = self.config.vae.latent_channels;
-        let moments = self.vae.encode_moments(x);
         let mean = moments.clone().narrow(1, 0, l);
         let z = match latent {
             Latent::Mean => mean,
@@ -118,7 +123,8 @@ impl OneStepSr {
                 // diffusers' DiagonalGaussianDistribution clamps the log-variance to [-30, 20].
                 let std = (moments.narrow(1, l, l).clamp(-30.0, 20.0) * 0.5).exp();
                 let dims = mean.dims();
-                let noise = Tensor::<4>::from_data(TensorData::new(gaussian(seed, dims.iter().product()), dims), &mean.device());
+                let noise = Tensor::<4>::from_data(TensorData::new(gaussian(seed, dims.iter().product()), dims), &mean.device())
+                    .cast(FloatDType::from(mean.dtype()));
                 mean + std * noise
             }
         };

@@ -1,15 +1,44 @@
-//! A whole image through OSEDiff / PiSA-SR: pre-process (PIL-exact), the one-step SR,
-//! clamp, `x * 0.5 + 0.5`, colour fix against the pre-processed input, 8-bit, and a final
-//! Lanczos resize when the pre-processing changed the geometry, so the result is exactly
-//! `scale x` the input. (No tiling yet: the whole image is one tile.)
+//! A whole image through OSEDiff / PiSA-SR, tiled so that memory stays bounded:
+//!
+//! 1. pre-process (PIL-exact) to the network input `x`;
+//! 2. `z = E(x) * sf`: the encoder on bands of `x` (exact, [`crate::tiling::vae`]);
+//! 3. the noise prediction(s) on latent tiles with Gaussian blending (the official scheme,
+//!    [`crate::tiling::latent`]); PiSA-SR's adjustable mode keeps both `eps_pix` and `eps_sem`;
+//! 4. `z_h` by the method's formula, `D(z_h / sf)` on bands, clamp, `* 0.5 + 0.5`, colour fix
+//!    band by band against the pre-processed input, 8-bit rows, and a final Lanczos resize when
+//!    the pre-processing changed the geometry, so the result is exactly `scale x` the input.
+//!
+//! Steps 1-3 give a [`Restoration`]; step 4 ([`Restoration::render`]) can run again at other
+//! lambdas without the encoder or the UNet, for the whole image or only a region.
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, FloatDType, Tensor};
 use image::RgbImage;
 
 use super::Progress;
 use super::colour_fix::{self, ColourFix};
 use super::one_step::{Guidance, Latent, OneStepSr};
 use super::preprocess::{PreprocessOptions, Preprocessed, preprocess, to_model_input, to_output_size, to_rgb8, to_unit_tensor};
+use crate::model::sd::Method;
+use crate::tiling::latent::{LatentTiles, tiled};
+use crate::tiling::planner::vae_band_rows;
+use crate::tiling::vae::{self, Bands, Norms};
+
+/// How the work is cut. Defaults: the official latent tiles (96 / 32), VAE bands chosen by
+/// the planner.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SdTiling {
+    /// UNet latent tile side and overlap, in latents.
+    pub latent_tile: usize,
+    pub latent_overlap: usize,
+    /// VAE band height in image pixels (a multiple of 8); `None`: the planner's choice.
+    pub vae_rows: Option<usize>,
+}
+
+impl Default for SdTiling {
+    fn default() -> Self {
+        Self { latent_tile: 96, latent_overlap: 32, vae_rows: None }
+    }
+}
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SdOptions {
@@ -17,25 +46,233 @@ pub struct SdOptions {
     pub colour_fix: ColourFix,
     pub latent: Latent,
     pub guidance: Guidance,
+    pub tiling: SdTiling,
 }
 
-/// The restored image at the network's size, `[1, 3, H, W]` in [0, 1], colour-fixed.
-pub fn restore(model: &OneStepSr, pre: &Preprocessed, opts: &SdOptions, device: &Device, progress: &mut dyn FnMut(Progress)) -> Tensor<4> {
-    let stages = 4;
-    let mut step = |stage, done| progress(Progress { stage, done, total: stages });
+/// The noise prediction(s) of one image, blended over the latent tiles (f32).
+#[derive(Clone)]
+pub enum Eps {
+    /// OSEDiff's eps, or PiSA-SR's default-mode eps_sem.
+    One(Tensor<4>),
+    /// PiSA-SR's adjustable mode: both LoRA sets' predictions.
+    Pair { pix: Tensor<4>, sem: Tensor<4> },
+}
+
+/// A region of the network input, in pixels (multiples of 8 after [`Region::aligned`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    pub x: usize,
+    pub y: usize,
+    pub w: usize,
+    pub h: usize,
+}
+
+/// Everything before the decoder: re-rendering at other lambdas needs only this.
+pub struct Restoration {
+    pub pre: Preprocessed,
+    /// `z = E(x) * sf`, f32.
+    pub z: Tensor<4>,
+    pub eps: Eps,
+    method: Method,
+    colour_fix: ColourFix,
+    /// VAE band rows (image pixels).
+    rows: usize,
+    /// The GroupNorm and AdaIN statistics of the last whole-image render (for regions).
+    last: Option<(Norms, Option<(Stats, Stats)>)>,
+}
+
+/// Steps 1-3: pre-process, encode, the UNet pass(es).
+pub fn prepare(model: &OneStepSr, device: &Device, img: &RgbImage, opts: &SdOptions, progress: &mut dyn FnMut(Progress)) -> Restoration {
+    let pre = preprocess(img, opts.preprocess);
+    let (w, h) = (pre.input.width() as usize, pre.input.height() as usize);
+    let rows = opts.tiling.vae_rows.unwrap_or_else(|| vae_band_rows(w, crate::tiling::planner::MAX_BINDING)).max(8) / 8 * 8;
+
     let x = to_model_input(&pre.input, device);
-    let z = model.encode(x, opts.latent);
-    step("encode", 1);
-    let z_h = model.z_hat(z, opts.guidance);
-    step("unet", 2);
-    let out = model.decode(z_h) * 0.5 + 0.5;
-    step("decode", 3);
-    let out = colour_fix::apply(opts.colour_fix, out, to_unit_tensor(&pre.input, device));
-    step("colour fix", 4);
-    out
+    let moments = vae::encode(&model.vae.encoder, Bands::split(x, rows), &mut Norms::default())
+        .map(|t| model.vae.quant_conv.forward_f32(t))
+        .join();
+    let z = model.latent_from_moments(moments, opts.latent);
+    progress(Progress { stage: "encode", done: 1, total: 1 });
+
+    let tiles = LatentTiles::plan(h / 8, w / 8, opts.tiling.latent_tile, opts.tiling.latent_overlap);
+    let n = tiles.as_ref().map_or(1, |t| t.origins.len());
+    let unet = |sem: bool, pass: usize, passes: usize, progress: &mut dyn FnMut(Progress)| {
+        tiled(&z, tiles.as_ref(), |t| model.eps(t, sem).cast(FloatDType::F32), &mut |done, _| {
+            progress(Progress { stage: "unet", done: pass * n + done, total: passes * n })
+        })
+    };
+    let eps = match (model.config.method, opts.guidance) {
+        (Method::OseDiff, _) | (Method::PisaSr, Guidance::Default) => Eps::One(unet(true, 0, 1, progress)),
+        (Method::PisaSr, Guidance::Adjustable { .. }) => {
+            let sem = unet(true, 0, 2, progress);
+            Eps::Pair { pix: unet(false, 1, 2, progress), sem }
+        }
+    };
+    Restoration { pre, z, eps, method: model.config.method, colour_fix: opts.colour_fix, rows, last: None }
 }
 
-/// `img` → exactly `scale x` its size.
+impl Restoration {
+    /// The denoised latent (f32) at `lambdas` (PiSA-SR adjustable mode; ignored otherwise).
+    pub fn z_hat(&self, lambdas: (f32, f32)) -> Tensor<4> {
+        match (&self.eps, self.method) {
+            (Eps::One(eps), Method::OseDiff) => OneStepSr::osediff_z_hat(self.z.clone(), eps.clone()),
+            (Eps::One(eps), Method::PisaSr) => self.z.clone() - eps.clone(),
+            (Eps::Pair { pix, sem }, _) => OneStepSr::pisa_z_hat(self.z.clone(), pix.clone(), sem.clone(), lambdas.0, lambdas.1),
+        }
+    }
+
+    /// Whether [`Self::render`] can take other lambdas (both noise predictions are kept).
+    pub fn adjustable(&self) -> bool {
+        matches!(self.eps, Eps::Pair { .. })
+    }
+
+    /// The decoder's input bands for `lambdas`: `post_quant_conv(z_h / sf)`.
+    fn latent_bands(&self, model: &OneStepSr, lambdas: (f32, f32)) -> Bands {
+        let zq = model.vae.post_quant_conv.forward_f32(self.z_hat(lambdas) / model.sf());
+        Bands::split(zq, self.rows / 8)
+    }
+
+    /// Step 4 for the whole image: exactly `scale x` the input. Keeps the normalisation
+    /// statistics for [`Self::render_region`].
+    pub fn render(
+        &mut self,
+        model: &OneStepSr,
+        lambdas: (f32, f32),
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<RgbImage, burn::tensor::ExecutionError> {
+        let mut norms = Norms::recording();
+        let img = vae::decode(&model.vae.decoder, self.latent_bands(model, lambdas), &mut norms)
+            .map(|t| t.clamp(-1.0, 1.0) * 0.5 + 0.5);
+        progress(Progress { stage: "decode", done: 1, total: 1 });
+        let adain = (self.colour_fix == ColourFix::Adain).then(|| self.adain_stats(&img));
+        let out = self.colour_fixed(&img, adain.clone(), progress)?;
+        self.last = Some((norms, adain));
+        Ok(to_output_size(out, self.pre.out_size))
+    }
+
+    /// Step 4 for `region` of the network input only (the part of the image on screen): the
+    /// decoder's latent-resolution part (conv_in, mid block) runs on the whole latent, the up
+    /// blocks on the region plus `halo` latents on each side, with the GroupNorm (and AdaIN)
+    /// statistics of the last whole-image render. Differs from the whole image at the same
+    /// lambdas by those statistics (which moved with the lambdas) and by what lies beyond
+    /// the halo. Returns the region's pixels at the network's resolution.
+    pub fn render_region(
+        &self,
+        model: &OneStepSr,
+        lambdas: (f32, f32),
+        region: Region,
+        halo: usize,
+    ) -> Result<RgbImage, String> {
+        let (norms, adain) = self.last.as_ref().ok_or("render the whole image once before a region")?;
+        let (w, h) = (self.pre.input.width() as usize, self.pre.input.height() as usize);
+        if region.w == 0 || region.h == 0 || region.x + region.w > w || region.y + region.h > h {
+            return Err(format!("region {region:?} is not inside the {w}x{h} image"));
+        }
+        // The latent box: the region rounded out to latents, plus the halo.
+        let (lh, lw) = (h / 8, w / 8);
+        let (ly0, lx0) = ((region.y / 8).saturating_sub(halo), (region.x / 8).saturating_sub(halo));
+        let (ly1, lx1) = (((region.y + region.h).div_ceil(8) + halo).min(lh), ((region.x + region.w).div_ceil(8) + halo).min(lw));
+        let mut replay = norms.replaying();
+        let mid = vae::decode_mid(&model.vae.decoder, self.latent_bands(model, lambdas), &mut replay);
+        let img = vae::decode_from_mid(&model.vae.decoder, mid.crop(ly0, ly1, lx0, lx1), &mut replay)
+            .map(|t| t.clamp(-1.0, 1.0) * 0.5 + 0.5)
+            .join();
+        let (by, bx) = (ly0 * 8, lx0 * 8);
+        let [_, _, bh, bw] = img.dims();
+        let device = img.device();
+        let source = || to_unit_tensor(&image::imageops::crop_imm(&self.pre.input, bx as u32, by as u32, bw as u32, bh as u32).to_image(), &device);
+        let fixed = match self.colour_fix {
+            ColourFix::None => img,
+            ColourFix::Adain => {
+                let (t, s) = adain.clone().expect("AdaIN statistics are kept by render");
+                adain_with(img, t, s)
+            }
+            ColourFix::Wavelet => colour_fix::wavelet(img, source()),
+        };
+        let crop = fixed.slice([0..1, 0..3, region.y - by..region.y - by + region.h, region.x - bx..region.x - bx + region.w]);
+        let values = crop.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+        Ok(to_rgb8(&values, region.h, region.w))
+    }
+
+    /// AdaIN's statistics over all bands: per channel mean and `sqrt(unbiased var + 1e-5)` of
+    /// the decoded image and of the source (the pre-processed input, cut the same way).
+    fn adain_stats(&self, img: &Bands) -> (Stats, Stats) {
+        let device = img.0[0].device();
+        let w = self.pre.input.width();
+        let mut y = 0u32;
+        let source = Bands(
+            img.0
+                .iter()
+                .map(|t| {
+                    let rows = t.dims()[2] as u32;
+                    let crop = image::imageops::crop_imm(&self.pre.input, 0, y, w, rows).to_image();
+                    y += rows;
+                    to_unit_tensor(&crop, &device)
+                })
+                .collect(),
+        );
+        (band_stats(img), band_stats(&source))
+    }
+
+    /// Colour-fix the image bands against the pre-processed input and read them back as 8-bit
+    /// rows. Wavelet: each band with 31 rows of context on each side (the blur cascade's
+    /// reach), so the result equals the whole-image fix.
+    fn colour_fixed(
+        &self,
+        img: &Bands,
+        adain: Option<((Tensor<4>, Tensor<4>), (Tensor<4>, Tensor<4>))>,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<RgbImage, burn::tensor::ExecutionError> {
+        const REACH: usize = 1 + 2 + 4 + 8 + 16;
+        let (w, h) = (self.pre.input.width(), self.pre.input.height() as usize);
+        let device = img.0[0].device();
+        let mut out = RgbImage::new(w, h as u32);
+        let mut y = 0usize;
+        for (i, band) in img.0.iter().enumerate() {
+            let rows = band.dims()[2];
+            let fixed = match self.colour_fix {
+                ColourFix::None => band.clone(),
+                ColourFix::Adain => {
+                    let ((tm, ts), (sm, ss)) = adain.clone().expect("AdaIN statistics");
+                    adain_with(band.clone(), (tm, ts), (sm, ss))
+                }
+                ColourFix::Wavelet => {
+                    let (a, b) = (y.saturating_sub(REACH), (y + rows + REACH).min(h));
+                    let source = image::imageops::crop_imm(&self.pre.input, 0, a as u32, w, (b - a) as u32).to_image();
+                    colour_fix::wavelet(img.rows(a, b), to_unit_tensor(&source, &device)).narrow(2, y - a, rows)
+                }
+            };
+            let values = fixed.try_into_data()?.convert::<f32>().try_into_vec::<f32>().expect("float image");
+            image::imageops::replace(&mut out, &to_rgb8(&values, rows, w as usize), 0, y as i64);
+            y += rows;
+            progress(Progress { stage: "colour fix", done: i + 1, total: img.len() });
+        }
+        Ok(out)
+    }
+}
+
+type Stats = (Tensor<4>, Tensor<4>);
+
+/// Per-channel mean and std (unbiased, eps 1e-5) over bands, two passes, f32.
+fn band_stats(img: &Bands) -> Stats {
+    let c = img.0[0].dims()[1];
+    let flat = |t: &Tensor<4>| {
+        let [n, c, h, w] = t.dims();
+        t.clone().cast(FloatDType::F32).reshape([n, c, h * w])
+    };
+    let count: usize = img.0.iter().map(|t| t.dims()[2] * t.dims()[3]).sum();
+    let mean = img.0.iter().map(|t| flat(t).sum_dim(2)).reduce(|a, b| a + b).expect("a band") / count as f64;
+    let sq = img.0.iter().map(|t| (flat(t) - mean.clone()).powi_scalar(2).sum_dim(2)).reduce(|a, b| a + b).expect("a band");
+    let std = (sq / (count as f64 - 1.0).max(1.0) + 1e-5).sqrt();
+    (mean.reshape([1, c, 1, 1]), std.reshape([1, c, 1, 1]))
+}
+
+/// `(t - mean_t) / std_t * std_s + mean_s`, clamped to [0, 1].
+fn adain_with(t: Tensor<4>, (tm, ts): Stats, (sm, ss): Stats) -> Tensor<4> {
+    ((t.cast(FloatDType::F32) - tm) / ts * ss + sm).clamp(0.0, 1.0)
+}
+
+/// `img` → exactly `scale x` its size, in the options' guidance.
 pub fn upscale(
     model: &OneStepSr,
     device: &Device,
@@ -43,9 +280,10 @@ pub fn upscale(
     opts: &SdOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<RgbImage, burn::tensor::ExecutionError> {
-    let pre = preprocess(img, opts.preprocess);
-    let out = restore(model, &pre, opts, device, progress);
-    let [_, _, h, w] = out.dims();
-    let values = out.try_into_data()?.convert::<f32>().try_into_vec::<f32>().expect("float output");
-    Ok(to_output_size(to_rgb8(&values, h, w), pre.out_size))
+    let mut r = prepare(model, device, img, opts, progress);
+    let lambdas = match opts.guidance {
+        Guidance::Adjustable { lambda_pix, lambda_sem } => (lambda_pix, lambda_sem),
+        Guidance::Default => (1.0, 1.0),
+    };
+    r.render(model, lambdas, progress)
 }

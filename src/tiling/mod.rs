@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod blend;
+pub mod latent;
 pub mod planner;
 pub mod vae;
 

@@ -49,7 +49,43 @@ impl Bands {
         self.0.is_empty()
     }
 
-    fn map(self, f: impl FnMut(Tensor<4>) -> Tensor<4>) -> Self {
+    /// Total rows.
+    pub fn height(&self) -> usize {
+        self.0.iter().map(|t| t.dims()[2]).sum()
+    }
+
+    /// Rows `a..b` of the whole activation, gathered from the bands that hold them.
+    pub fn rows(&self, a: usize, b: usize) -> Tensor<4> {
+        let mut parts = Vec::new();
+        let mut y = 0;
+        for t in &self.0 {
+            let h = t.dims()[2];
+            let (s, e) = (a.max(y), b.min(y + h));
+            if s < e {
+                parts.push(t.clone().narrow(2, s - y, e - s));
+            }
+            y += h;
+        }
+        if parts.len() == 1 { parts.pop().expect("one part") } else { Tensor::cat(parts, 2) }
+    }
+
+    /// The box `rows a..b`, `columns c..d`, keeping the band structure (bands outside dropped).
+    pub fn crop(&self, a: usize, b: usize, c: usize, d: usize) -> Bands {
+        let mut out = Vec::new();
+        let mut y = 0;
+        for t in &self.0 {
+            let h = t.dims()[2];
+            let (s, e) = (a.max(y), b.min(y + h));
+            if s < e {
+                out.push(t.clone().narrow(2, s - y, e - s).narrow(3, c, d - c));
+            }
+            y += h;
+        }
+        Bands(out)
+    }
+
+    /// Apply `f` to every band.
+    pub fn map(self, f: impl FnMut(Tensor<4>) -> Tensor<4>) -> Self {
         Self(self.0.into_iter().map(f).collect())
     }
 
@@ -232,9 +268,8 @@ pub fn encode(e: &Encoder, x: Bands, norms: &mut Norms) -> Bands {
 /// [`Decoder::forward`] on bands of the latent (after post_quant_conv): the image's bands in
 /// f32, unclamped.
 pub fn decode(d: &Decoder, z: Bands, norms: &mut Norms) -> Bands {
-    let z = z.map(|t| t.cast(d.conv_in.dtype()));
-    let x = conv(&d.conv_in, &z, false);
-    decode_from_mid(d, mid_block(&d.mid_block, x, norms), norms)
+    let mid = decode_mid(d, z, norms);
+    decode_from_mid(d, mid, norms)
 }
 
 /// The decoder after its mid block (its up blocks, norm and conv_out).
