@@ -80,3 +80,28 @@ fn chunked_attention_equals_full_attention() {
     }
     set_max_scores(usize::MAX);
 }
+
+/// A region re-render against the same region of a whole-image render.
+#[test]
+fn region_render_matches_the_whole_render() {
+    use onestep_sr::pipeline::colour_fix::ColourFix;
+    use onestep_sr::pipeline::one_step::Guidance;
+    use onestep_sr::pipeline::sd_upscale::{Region, SdOptions, prepare};
+    let device = common::cpu();
+    let (_t, dir) = converted(Method::PisaSr, StoreDType::F32);
+    let model = load_model(&dir, &device);
+    let img = image::imageops::resize(&png("sd/lr_up.png"), 128, 128, image::imageops::FilterType::CatmullRom);
+    for fix in [ColourFix::None, ColourFix::Adain, ColourFix::Wavelet] {
+        let opts = SdOptions { colour_fix: fix, guidance: Guidance::Adjustable { lambda_pix: 1.0, lambda_sem: 1.0 }, ..Default::default() };
+        let mut r = prepare(&model, &device, &img, &opts, &mut |_| {});
+        let reg = Region { x: 128, y: 192, w: 256, h: 128 };
+        let crop = |i: &image::RgbImage| image::imageops::crop_imm(i, reg.x as u32, reg.y as u32, reg.w as u32, reg.h as u32).to_image();
+        for lambdas in [(1.0, 1.0), (0.5, 1.5)] {
+            let _ = r.render(&model, (1.0, 1.0), &mut |_| {}).unwrap();
+            let part = r.render_region(&model, lambdas, reg, 8).unwrap();
+            let whole = r.render(&model, lambdas, &mut |_| {}).unwrap();
+            let (psnr, max) = onestep_sr::tiling::metrics::psnr_u8(part.as_raw(), crop(&whole).as_raw());
+            println!("{fix:?} region at {lambdas:?}: PSNR {psnr:.2} dB, max {max}");
+        }
+    }
+}

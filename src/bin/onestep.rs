@@ -89,12 +89,14 @@ enum Command {
         /// Float type of the computation (f16 needs a GPU that supports it).
         #[arg(long, value_enum, default_value = "f32")]
         dtype: DTypeArg,
-        /// Diffusion models: UNet latent tile side, in latents (the official --latent_tiled_size).
-        #[arg(long, default_value_t = SdTiling::default().latent_tile)]
-        latent_tile: usize,
-        /// Diffusion models: overlap of neighbouring latent tiles (the official --latent_tiled_overlap).
-        #[arg(long, default_value_t = SdTiling::default().latent_overlap)]
-        latent_overlap: usize,
+        /// Diffusion models: UNet latent tile side, in latents (the official --latent_tiled_size;
+        /// default: the memory planner's choice, 96 when it fits).
+        #[arg(long)]
+        latent_tile: Option<usize>,
+        /// Diffusion models: overlap of neighbouring latent tiles (the official
+        /// --latent_tiled_overlap; default 32 with 96 tiles).
+        #[arg(long)]
+        latent_overlap: Option<usize>,
         /// Diffusion models: VAE tile height in image pixels (a multiple of 8; tiles span the
         /// width). Default: the memory planner's choice. Tiling is exact.
         #[arg(long)]
@@ -128,6 +130,29 @@ enum Command {
         /// Diffusion models: skip the warm-up run (each full-size pass is long on a CPU).
         #[arg(long)]
         no_warmup: bool,
+    },
+    /// PiSA-SR: what moving the lambdas costs. Times one adjustable run (encoder + both UNet
+    /// passes, then the decoder), a lambda grid (one encoder + UNet pair, a decoder per pair),
+    /// and a region re-render against the same region of a whole-image render; prints JSON.
+    BenchAdjust {
+        image: PathBuf,
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: DeviceArg,
+        /// Lambda values of the grid (every pair); empty: no grid.
+        #[arg(long, value_delimiter = ',', default_value = "0.5,1.0,1.5")]
+        grid: Vec<f32>,
+        #[arg(long)]
+        no_grid: bool,
+        /// Side of the centred region, in network-input pixels (0: no region).
+        #[arg(long, default_value_t = 256)]
+        region: usize,
+        /// Latents of context around the region.
+        #[arg(long, default_value_t = 8)]
+        halo: usize,
+        #[arg(long, default_value_t = 512)]
+        process_size: u32,
     },
     /// Tiled vs whole-image PSNR for several tile sizes and overlaps; prints a Markdown table.
     TileSweep {
@@ -261,7 +286,7 @@ fn run(command: Command) -> Result<()> {
             vae_tile,
             lambda_grid,
         } => {
-            if latent_tile == 0 || latent_overlap >= latent_tile {
+            if latent_tile == Some(0) || latent_overlap.is_some_and(|o| o >= latent_tile.unwrap_or(96)) {
                 return Err("--latent-tile must be positive and larger than --latent-overlap".into());
             }
             if vae_tile.is_some_and(|t| t == 0 || t % 8 != 0) {
@@ -327,7 +352,7 @@ fn run(command: Command) -> Result<()> {
                         },
                         latent: seed.map_or(Latent::Mean, |seed| Latent::Sample { seed }),
                         guidance,
-                        tiling: SdTiling { latent_tile, latent_overlap, vae_rows: vae_tile },
+                        tiling: SdTiling { latent_tile, latent_overlap, vae_rows: vae_tile, ..Default::default() },
                     };
                     let pb = bar("{msg} {pos}/{len} [{bar:30}] {elapsed}");
                     let mut progress = |p: Progress| {
@@ -421,6 +446,15 @@ fn run(command: Command) -> Result<()> {
             );
             Ok(())
         }
+        Command::BenchAdjust { image, model, device, grid, no_grid, region, halo, process_size } => {
+            let img = upscaler::read_image(&image)?;
+            let device = open_device(device)?;
+            let up = match load_any(&model, &device)? {
+                Upscaler::Sd(up) if up.model.config.method == Method::PisaSr => up,
+                _ => return Err(format!("{} is not a PiSA-SR model", model.display()).into()),
+            };
+            bench_adjust(&up, &device, &img.rgb, if no_grid { &[] } else { &grid }, region, halo, process_size)
+        }
         Command::TileSweep { image, model, device, tiles, overlaps } => {
             let img = upscaler::read_image(&image)?;
             let device = open_device(device)?;
@@ -445,6 +479,73 @@ fn run(command: Command) -> Result<()> {
 
 /// `onestep bench` for OSEDiff / PiSA-SR: default mode, latent mean, AdaIN colour fix, one
 /// whole-image pass per run; seconds per stage with a device sync (a read-back) after each.
+fn bench_adjust(
+    up: &onestep_sr::upscaler::SdUpscaler,
+    device: &burn::tensor::Device,
+    rgb: &image::RgbImage,
+    grid: &[f32],
+    region: usize,
+    halo: usize,
+    process_size: u32,
+) -> Result<()> {
+    use onestep_sr::pipeline::sd_upscale::{Region, prepare};
+    let opts = SdOptions {
+        preprocess: PreprocessOptions { scale: up.model.config.scale, process_size },
+        guidance: Guidance::Adjustable { lambda_pix: 1.0, lambda_sem: 1.0 },
+        ..Default::default()
+    };
+    let model = &up.model;
+    let t = Instant::now();
+    let mut r = prepare(model, device, rgb, &opts, &mut |_| {});
+    let _ = r.z.clone().sum().into_data();
+    let prepare_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let whole = r.render(model, (1.0, 1.0), &mut |_| {})?;
+    let render_s = t.elapsed().as_secs_f64();
+    let run_s = prepare_s + render_s;
+    let mut out = serde_json::json!({
+        "network_input": [r.pre.input.width(), r.pre.input.height()],
+        "prepare_s": prepare_s, "render_s": render_s, "whole_run_s": run_s,
+    });
+    eprintln!("{out}");
+    if region > 0 {
+        let (w, h) = (r.pre.input.width() as usize, r.pre.input.height() as usize);
+        let side = region.min(w).min(h);
+        let reg = Region { x: (w - side) / 2 / 8 * 8, y: (h - side) / 2 / 8 * 8, w: side, h: side };
+        let lambdas = (0.5, 1.5);
+        let t = Instant::now();
+        let part = r.render_region(model, lambdas, reg, halo)?;
+        let region_s = t.elapsed().as_secs_f64();
+        let full = r.render(model, lambdas, &mut |_| {})?;
+        let want = image::imageops::crop_imm(&full, reg.x as u32, reg.y as u32, side as u32, side as u32).to_image();
+        let (psnr, max) = onestep_sr::tiling::metrics::psnr_u8(part.as_raw(), want.as_raw());
+        out["region"] = serde_json::json!({
+            "side": side, "halo_latents": halo, "lambdas": [lambdas.0, lambdas.1], "region_s": region_s,
+            "fraction_of_whole_run": region_s / run_s, "psnr_vs_whole_render": psnr, "max_diff": max,
+        });
+        eprintln!("{out}");
+    }
+    if !grid.is_empty() {
+        let pairs: Vec<(f32, f32)> = grid.iter().flat_map(|&p| grid.iter().map(move |&s| (p, s))).collect();
+        let n = pairs.len() as f64;
+        let t = Instant::now();
+        let mut r = prepare(model, device, rgb, &opts, &mut |_| {});
+        for &l in &pairs {
+            let _ = r.render(model, l, &mut |_| {})?;
+        }
+        let grid_s = t.elapsed().as_secs_f64();
+        let separate_s = n * run_s;
+        out["grid"] = serde_json::json!({
+            "pairs": pairs.len(), "measured_s": grid_s, "separate_runs_s (n x whole run)": separate_s,
+            "measured_ratio": grid_s / separate_s,
+            "predicted_ratio": (prepare_s + n * render_s) / separate_s,
+        });
+    }
+    let _ = whole;
+    println!("{out}");
+    Ok(())
+}
+
 fn bench_sd(
     model: &Path,
     device: &burn::tensor::Device,

@@ -20,23 +20,25 @@ use super::one_step::{Guidance, Latent, OneStepSr};
 use super::preprocess::{PreprocessOptions, Preprocessed, preprocess, to_model_input, to_output_size, to_rgb8, to_unit_tensor};
 use crate::model::sd::Method;
 use crate::tiling::latent::{LatentTiles, tiled};
-use crate::tiling::planner::vae_band_rows;
-use crate::tiling::vae::{self, Bands, Norms};
+use crate::tiling::attention::set_max_scores;
+use crate::tiling::memory::{DeviceLimits, Precision, plan_sd};
+use crate::tiling::vae::{self, Bands, Norms, Park};
 
-/// How the work is cut. Defaults: the official latent tiles (96 / 32), VAE bands chosen by
-/// the planner.
+/// How the work is cut: each `None` is the memory planner's choice for `limits`
+/// ([`plan_sd`]; the official 96 / 32 latent tiles whenever they fit).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SdTiling {
     /// UNet latent tile side and overlap, in latents.
-    pub latent_tile: usize,
-    pub latent_overlap: usize,
-    /// VAE band height in image pixels (a multiple of 8); `None`: the planner's choice.
+    pub latent_tile: Option<usize>,
+    pub latent_overlap: Option<usize>,
+    /// VAE band height in image pixels (a multiple of 8).
     pub vae_rows: Option<usize>,
+    pub limits: DeviceLimits,
 }
 
 impl Default for SdTiling {
     fn default() -> Self {
-        Self { latent_tile: 96, latent_overlap: 32, vae_rows: None }
+        Self { latent_tile: None, latent_overlap: None, vae_rows: None, limits: DeviceLimits::webgpu_default() }
     }
 }
 
@@ -75,8 +77,9 @@ pub struct Restoration {
     pub eps: Eps,
     method: Method,
     colour_fix: ColourFix,
-    /// VAE band rows (image pixels).
+    /// VAE band rows (image pixels), and where bands wait between layers.
     rows: usize,
+    park: Option<Park>,
     /// The GroupNorm and AdaIN statistics of the last whole-image render (for regions).
     last: Option<(Norms, Option<(Stats, Stats)>)>,
 }
@@ -85,16 +88,25 @@ pub struct Restoration {
 pub fn prepare(model: &OneStepSr, device: &Device, img: &RgbImage, opts: &SdOptions, progress: &mut dyn FnMut(Progress)) -> Restoration {
     let pre = preprocess(img, opts.preprocess);
     let (w, h) = (pre.input.width() as usize, pre.input.height() as usize);
-    let rows = opts.tiling.vae_rows.unwrap_or_else(|| vae_band_rows(w, crate::tiling::planner::MAX_BINDING)).max(8) / 8 * 8;
+    let t = &opts.tiling;
+    let precision = if model.dtype() == FloatDType::F16 { Precision::F16 } else { Precision::F32 };
+    let plan = plan_sd(&model.config, h, w, precision, t.limits).ok();
+    let rows = t.vae_rows.or(plan.as_ref().map(|p| p.vae_rows)).unwrap_or(h).max(8) / 8 * 8;
+    let latent_tile = t.latent_tile.or(plan.as_ref().map(|p| p.latent_tile)).unwrap_or(96);
+    let latent_overlap = t.latent_overlap.or(plan.as_ref().map(|p| p.latent_overlap)).unwrap_or(32).min(latent_tile - 1);
+    set_max_scores(plan.as_ref().map_or(usize::MAX, |p| p.max_scores));
+    // Parking only helps when the compute device is not the host itself.
+    let host = crate::device::cpu();
+    let park = plan.as_ref().filter(|p| p.park_on_host && *device != host).map(|_| Park { compute: device.clone(), host });
 
     let x = to_model_input(&pre.input, device);
-    let moments = vae::encode(&model.vae.encoder, Bands::split(x, rows), &mut Norms::default())
+    let moments = vae::encode(&model.vae.encoder, Bands::split(x, rows).parked(park.clone()), &mut Norms::default())
         .map(|t| model.vae.quant_conv.forward_f32(t))
         .join();
     let z = model.latent_from_moments(moments, opts.latent);
     progress(Progress { stage: "encode", done: 1, total: 1 });
 
-    let tiles = LatentTiles::plan(h / 8, w / 8, opts.tiling.latent_tile, opts.tiling.latent_overlap);
+    let tiles = LatentTiles::plan(h / 8, w / 8, latent_tile, latent_overlap);
     let n = tiles.as_ref().map_or(1, |t| t.origins.len());
     let unet = |sem: bool, pass: usize, passes: usize, progress: &mut dyn FnMut(Progress)| {
         tiled(&z, tiles.as_ref(), |t| model.eps(t, sem).cast(FloatDType::F32), &mut |done, _| {
@@ -108,7 +120,7 @@ pub fn prepare(model: &OneStepSr, device: &Device, img: &RgbImage, opts: &SdOpti
             Eps::Pair { pix: unet(false, 1, 2, progress), sem }
         }
     };
-    Restoration { pre, z, eps, method: model.config.method, colour_fix: opts.colour_fix, rows, last: None }
+    Restoration { pre, z, eps, method: model.config.method, colour_fix: opts.colour_fix, rows, park, last: None }
 }
 
 impl Restoration {
@@ -129,7 +141,7 @@ impl Restoration {
     /// The decoder's input bands for `lambdas`: `post_quant_conv(z_h / sf)`.
     fn latent_bands(&self, model: &OneStepSr, lambdas: (f32, f32)) -> Bands {
         let zq = model.vae.post_quant_conv.forward_f32(self.z_hat(lambdas) / model.sf());
-        Bands::split(zq, self.rows / 8)
+        Bands::split(zq, self.rows / 8).parked(self.park.clone())
     }
 
     /// Step 4 for the whole image: exactly `scale x` the input. Keeps the normalisation
@@ -197,7 +209,7 @@ impl Restoration {
     /// AdaIN's statistics over all bands: per channel mean and `sqrt(unbiased var + 1e-5)` of
     /// the decoded image and of the source (the pre-processed input, cut the same way).
     fn adain_stats(&self, img: &Bands) -> (Stats, Stats) {
-        let device = img.0[0].device();
+        let device = img.get(0).device();
         let w = self.pre.input.width();
         let mut y = 0u32;
         let source = Bands(
@@ -210,6 +222,7 @@ impl Restoration {
                     to_unit_tensor(&crop, &device)
                 })
                 .collect(),
+            None,
         );
         (band_stats(img), band_stats(&source))
     }
@@ -225,10 +238,11 @@ impl Restoration {
     ) -> Result<RgbImage, burn::tensor::ExecutionError> {
         const REACH: usize = 1 + 2 + 4 + 8 + 16;
         let (w, h) = (self.pre.input.width(), self.pre.input.height() as usize);
-        let device = img.0[0].device();
+        let device = img.get(0).device();
         let mut out = RgbImage::new(w, h as u32);
         let mut y = 0usize;
-        for (i, band) in img.0.iter().enumerate() {
+        for i in 0..img.len() {
+            let band = &img.get(i);
             let rows = band.dims()[2];
             let fixed = match self.colour_fix {
                 ColourFix::None => band.clone(),
@@ -261,8 +275,8 @@ fn band_stats(img: &Bands) -> Stats {
         t.clone().cast(FloatDType::F32).reshape([n, c, h * w])
     };
     let count: usize = img.0.iter().map(|t| t.dims()[2] * t.dims()[3]).sum();
-    let mean = img.0.iter().map(|t| flat(t).sum_dim(2)).reduce(|a, b| a + b).expect("a band") / count as f64;
-    let sq = img.0.iter().map(|t| (flat(t) - mean.clone()).powi_scalar(2).sum_dim(2)).reduce(|a, b| a + b).expect("a band");
+    let mean = (0..img.len()).map(|i| flat(&img.get(i)).sum_dim(2)).reduce(|a, b| a + b).expect("a band") / count as f64;
+    let sq = (0..img.len()).map(|i| (flat(&img.get(i)) - mean.clone()).powi_scalar(2).sum_dim(2)).reduce(|a, b| a + b).expect("a band");
     let std = (sq / (count as f64 - 1.0).max(1.0) + 1e-5).sqrt();
     (mean.reshape([1, c, 1, 1]), std.reshape([1, c, 1, 1]))
 }

@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod blend;
 pub mod latent;
+pub mod memory;
 pub mod planner;
 pub mod vae;
 

@@ -15,7 +15,7 @@
 //! single tensor is larger than one band. [`Norms`] can record the GroupNorm statistics of a
 //! whole-image pass and replay them on a crop (decoding only a region).
 
-use burn::tensor::{FloatDType, Tensor, activation::silu, ops::PadMode};
+use burn::tensor::{Device, FloatDType, Tensor, activation::silu, ops::PadMode};
 
 use super::attention::attention_pieces;
 use crate::model::conv::Conv2d;
@@ -25,19 +25,59 @@ use crate::model::sd::resnet::{Downsample2D, ResnetBlock2D, Upsample2D, nearest_
 use crate::model::sd::vae::{Decoder, Encoder, VaeMidBlock};
 
 /// An image-shaped activation as horizontal bands, top to bottom, all `[1, C, rows_i, W]`.
+/// With [`Park`], the bands wait in host memory between layers and only the bands a layer is
+/// working on are on the compute device.
 #[derive(Clone)]
-pub struct Bands(pub Vec<Tensor<4>>);
+pub struct Bands(pub Vec<Tensor<4>>, pub Option<Park>);
+
+/// Where parked bands wait (`host`, burn's CPU backend) and where they are computed.
+#[derive(Clone, Debug)]
+pub struct Park {
+    pub compute: Device,
+    pub host: Device,
+}
 
 impl Bands {
     /// Cut `x: [1, C, H, W]` into bands of `rows` (the last one takes the remainder).
     pub fn split(x: Tensor<4>, rows: usize) -> Self {
         let h = x.dims()[2];
-        Self((0..h).step_by(rows.max(1)).map(|y| x.clone().narrow(2, y, rows.min(h - y))).collect())
+        Self((0..h).step_by(rows.max(1)).map(|y| x.clone().narrow(2, y, rows.min(h - y))).collect(), None)
+    }
+
+    /// From now on, bands made from these wait in `park.host` between layers.
+    pub fn parked(self, park: Option<Park>) -> Self {
+        let mut b = Self(Vec::new(), park);
+        b.0 = self.0.into_iter().map(|t| b.stow(t)).collect();
+        b
+    }
+
+    /// Band `i` on the compute device.
+    pub fn get(&self, i: usize) -> Tensor<4> {
+        self.fetch(self.0[i].clone())
+    }
+
+    fn fetch(&self, t: Tensor<4>) -> Tensor<4> {
+        match &self.1 {
+            Some(p) => t.to_device(&p.compute),
+            None => t,
+        }
+    }
+
+    fn stow(&self, t: Tensor<4>) -> Tensor<4> {
+        match &self.1 {
+            Some(p) => t.to_device(&p.host),
+            None => t,
+        }
+    }
+
+    /// New bands with the same parking, from tensors made on the compute device.
+    fn derive(&self, bands: impl IntoIterator<Item = Tensor<4>>) -> Self {
+        Self(bands.into_iter().map(|t| self.stow(t)).collect(), self.1.clone())
     }
 
     /// The whole activation (tests, small images).
     pub fn join(self) -> Tensor<4> {
-        let mut v = self.0;
+        let mut v: Vec<Tensor<4>> = self.0.iter().map(|t| self.fetch(t.clone())).collect();
         if v.len() == 1 { v.pop().expect("one band") } else { Tensor::cat(v, 2) }
     }
 
@@ -62,7 +102,7 @@ impl Bands {
             let h = t.dims()[2];
             let (s, e) = (a.max(y), b.min(y + h));
             if s < e {
-                parts.push(t.clone().narrow(2, s - y, e - s));
+                parts.push(self.fetch(t.clone().narrow(2, s - y, e - s)));
             }
             y += h;
         }
@@ -81,25 +121,27 @@ impl Bands {
             }
             y += h;
         }
-        Bands(out)
+        Bands(out, self.1.clone())
     }
 
     /// Apply `f` to every band.
-    pub fn map(self, f: impl FnMut(Tensor<4>) -> Tensor<4>) -> Self {
-        Self(self.0.into_iter().map(f).collect())
+    pub fn map(self, mut f: impl FnMut(Tensor<4>) -> Tensor<4>) -> Self {
+        let out: Vec<Tensor<4>> = (0..self.len()).map(|i| f(self.get(i))).collect();
+        self.derive(out)
     }
 
     fn zip(self, other: Bands, mut f: impl FnMut(Tensor<4>, Tensor<4>) -> Tensor<4>) -> Self {
-        Self(self.0.into_iter().zip(other.0).map(|(a, b)| f(a, b)).collect())
+        let out: Vec<Tensor<4>> = (0..self.len()).map(|i| f(self.get(i), other.get(i))).collect();
+        self.derive(out)
     }
 
     /// Band `i` with `above` rows of the band before it and `below` rows of the one after
     /// (zeros past the image's top and bottom).
     fn with_halo(&self, i: usize, above: usize, below: usize) -> Tensor<4> {
-        let band = &self.0[i];
+        let band = &self.get(i);
         let rows = |t: &Tensor<4>, from_end: bool, n: usize| {
             let h = t.dims()[2];
-            t.clone().narrow(2, if from_end { h - n } else { 0 }, n)
+            self.fetch(t.clone().narrow(2, if from_end { h - n } else { 0 }, n))
         };
         let zeros = |n: usize| {
             let [b, c, _, w] = band.dims();
@@ -149,9 +191,12 @@ impl Norms {
             t.clone().cast(FloatDType::F32).reshape([n, g, (c / g) * h * w])
         };
         let count: usize = x.0.iter().map(|t| t.dims().iter().skip(1).product::<usize>() / g).sum();
-        let sum = x.0.iter().map(|t| grouped(t).sum_dim(2)).reduce(|a, b| a + b).expect("a band");
+        let sum = (0..x.len()).map(|i| grouped(&x.get(i)).sum_dim(2)).reduce(|a, b| a + b).expect("a band");
         let mean = sum / count as f64;
-        let sq = x.0.iter().map(|t| (grouped(t) - mean.clone()).powi_scalar(2).sum_dim(2)).reduce(|a, b| a + b).expect("a band");
+        let sq = (0..x.len())
+            .map(|i| (grouped(&x.get(i)) - mean.clone()).powi_scalar(2).sum_dim(2))
+            .reduce(|a, b| a + b)
+            .expect("a band");
         let var = sq / count as f64;
         if self.record {
             self.recorded.push((mean.clone(), var.clone()));
@@ -169,7 +214,7 @@ impl Norms {
 fn conv(conv: &Conv2d, x: &Bands, f32: bool) -> Bands {
     let k = conv.weight.dims()[2];
     let p = k / 2;
-    Bands((0..x.len()).map(|i| conv.forward_padded(x.with_halo(i, p, p), [0, p], f32)).collect())
+    x.derive((0..x.len()).map(|i| conv.forward_padded(x.with_halo(i, p, p), [0, p], f32)).collect::<Vec<_>>())
 }
 
 fn resnet(r: &ResnetBlock2D, x: Bands, norms: &mut Norms) -> Bands {
@@ -185,20 +230,20 @@ fn resnet(r: &ResnetBlock2D, x: Bands, norms: &mut Norms) -> Bands {
 /// SD's VAE downsampler: zero pad right and bottom by one, 3x3 stride 2. Bands have even
 /// rows, so band `i`'s output rows need one extra input row below.
 fn downsample(d: &Downsample2D, x: Bands) -> Bands {
-    Bands(
+    x.derive(
         (0..x.len())
             .map(|i| {
                 let t = x.with_halo(i, 0, 1).pad((0, 1, 0, 0), PadMode::Constant(0.0));
                 d.conv.forward_padded(t, [0, 0], false)
             })
-            .collect(),
+            .collect::<Vec<_>>(),
     )
 }
 
 /// Nearest x2 then a 3x3 conv: one neighbouring input row on each side becomes the two
 /// upsampled rows, of which the conv needs the nearer one.
 fn upsample(u: &Upsample2D, x: Bands) -> Bands {
-    Bands(
+    x.derive(
         (0..x.len())
             .map(|i| {
                 let t = x.with_halo(i, 1, 1);
@@ -206,7 +251,7 @@ fn upsample(u: &Upsample2D, x: Bands) -> Bands {
                 let t = nearest_resize(t, 2 * h, 2 * w);
                 u.conv.forward_padded(t.narrow(2, 1, 2 * h - 2), [0, 1], false)
             })
-            .collect(),
+            .collect::<Vec<_>>(),
     )
 }
 
@@ -219,26 +264,24 @@ fn spatial_attention(a: &Attention, x: Bands, norms: &mut Norms) -> Bands {
         t.reshape([n, c, h * w]).swap_dims(1, 2)
     };
     let heads = a.heads();
-    let kv: Vec<(Tensor<4>, Tensor<4>)> = hs
-        .0
-        .iter()
-        .map(|t| {
-            let t = tokens(t.clone());
+    let kv: Vec<(Tensor<4>, Tensor<4>)> = (0..hs.len())
+        .map(|i| {
+            let t = tokens(hs.get(i));
             (split_heads(a.to_k.forward(t.clone()), heads), split_heads(a.to_v.forward(t), heads))
         })
         .collect();
     let scale = 1.0 / ((x.0[0].dims()[1] / heads) as f64).sqrt();
-    let out: Vec<Tensor<4>> = hs
-        .0
-        .into_iter()
-        .map(|t| {
+    let out: Vec<Tensor<4>> = (0..hs.len())
+        .map(|i| {
+            let t = hs.get(i);
             let [n, c, h, w] = t.dims();
             let q = split_heads(a.to_q.forward(tokens(t)), heads);
             let o = a.to_out.forward(merge_heads(attention_pieces(q, &kv, scale)));
             o.swap_dims(1, 2).reshape([n, c, h, w])
         })
         .collect();
-    x.zip(Bands(out), |a, b| a + b)
+    let out = x.derive(out);
+    x.zip(out, |a, b| a + b)
 }
 
 fn mid_block(m: &VaeMidBlock, x: Bands, norms: &mut Norms) -> Bands {
