@@ -512,17 +512,28 @@ fn bench_adjust(
         let (w, h) = (r.pre.input.width() as usize, r.pre.input.height() as usize);
         let side = region.min(w).min(h);
         let reg = Region { x: (w - side) / 2 / 8 * 8, y: (h - side) / 2 / 8 * 8, w: side, h: side };
-        let lambdas = (0.5, 1.5);
-        let t = Instant::now();
-        let part = r.render_region(model, lambdas, reg, halo)?;
-        let region_s = t.elapsed().as_secs_f64();
-        let full = r.render(model, lambdas, &mut |_| {})?;
-        let want = image::imageops::crop_imm(&full, reg.x as u32, reg.y as u32, side as u32, side as u32).to_image();
-        let (psnr, max) = onestep_sr::tiling::metrics::psnr_u8(part.as_raw(), want.as_raw());
-        out["region"] = serde_json::json!({
-            "side": side, "halo_latents": halo, "lambdas": [lambdas.0, lambdas.1], "region_s": region_s,
-            "fraction_of_whole_run": region_s / run_s, "psnr_vs_whole_render": psnr, "max_diff": max,
-        });
+        // A slider: the first region call (it also decodes the region at the whole render's
+        // lambdas, once), then a second move.
+        let mut calls = Vec::new();
+        for lambdas in [(0.5f32, 1.5f32), (0.7, 1.3)] {
+            let t = Instant::now();
+            let part = r.render_region(model, lambdas, reg, halo)?;
+            let region_s = t.elapsed().as_secs_f64();
+            calls.push((lambdas, part, region_s));
+        }
+        let mut results = Vec::new();
+        for (lambdas, part, region_s) in calls {
+            let full = r.render(model, lambdas, &mut |_| {})?;
+            let want = image::imageops::crop_imm(&full, reg.x as u32, reg.y as u32, side as u32, side as u32).to_image();
+            let (psnr, max) = onestep_sr::tiling::metrics::psnr_u8(part.as_raw(), want.as_raw());
+            results.push(serde_json::json!({
+                "lambdas": [lambdas.0, lambdas.1], "region_s": region_s, "fraction_of_whole_run": region_s / run_s,
+                "psnr_vs_whole_render": psnr, "max_diff": max,
+            }));
+            // The next call compares against statistics of the (1, 1) render, as the first did.
+            let _ = r.render(model, (1.0, 1.0), &mut |_| {})?;
+        }
+        out["region"] = serde_json::json!({"side": side, "halo_latents": halo, "calls": results});
         eprintln!("{out}");
     }
     if !grid.is_empty() {

@@ -69,6 +69,21 @@ pub struct Region {
     pub h: usize,
 }
 
+/// What a whole-image render saw: GroupNorm statistics in layer order, AdaIN's (target,
+/// source) statistics, at these lambdas.
+struct WholeStats {
+    lambdas: (f32, f32),
+    norms: Vec<vae::Stats>,
+    adain: Option<(Stats, Stats)>,
+}
+
+/// What a region (with its halo) saw at the whole render's lambdas.
+struct RegionStats {
+    key: (Region, usize),
+    norms: Vec<vae::Stats>,
+    adain: Stats,
+}
+
 /// Everything before the decoder: re-rendering at other lambdas needs only this.
 pub struct Restoration {
     pub pre: Preprocessed,
@@ -80,8 +95,9 @@ pub struct Restoration {
     /// VAE band rows (image pixels), and where bands wait between layers.
     rows: usize,
     park: Option<Park>,
-    /// The GroupNorm and AdaIN statistics of the last whole-image render (for regions).
-    last: Option<(Norms, Option<(Stats, Stats)>)>,
+    /// The statistics of the last whole-image render, and of the last region (for regions).
+    last: Option<WholeStats>,
+    region: Option<RegionStats>,
 }
 
 /// Steps 1-3: pre-process, encode, the UNet pass(es).
@@ -120,7 +136,7 @@ pub fn prepare(model: &OneStepSr, device: &Device, img: &RgbImage, opts: &SdOpti
             Eps::Pair { pix: unet(false, 1, 2, progress), sem }
         }
     };
-    Restoration { pre, z, eps, method: model.config.method, colour_fix: opts.colour_fix, rows, park, last: None }
+    Restoration { pre, z, eps, method: model.config.method, colour_fix: opts.colour_fix, rows, park, last: None, region: None }
 }
 
 impl Restoration {
@@ -152,30 +168,39 @@ impl Restoration {
         lambdas: (f32, f32),
         progress: &mut dyn FnMut(Progress),
     ) -> Result<RgbImage, burn::tensor::ExecutionError> {
-        let mut norms = Norms::recording();
+        let mut norms = Norms::exact();
         let img = vae::decode(&model.vae.decoder, self.latent_bands(model, lambdas), &mut norms)
             .map(|t| t.clamp(-1.0, 1.0) * 0.5 + 0.5);
         progress(Progress { stage: "decode", done: 1, total: 1 });
         let adain = (self.colour_fix == ColourFix::Adain).then(|| self.adain_stats(&img));
         let out = self.colour_fixed(&img, adain.clone(), progress)?;
-        self.last = Some((norms, adain));
+        self.last = Some(WholeStats { lambdas, norms: norms.into_seen(), adain });
+        self.region = None;
         Ok(to_output_size(out, self.pre.out_size))
     }
 
-    /// Step 4 for `region` of the network input only (the part of the image on screen): the
-    /// decoder's latent-resolution part (conv_in, mid block) runs on the whole latent, the up
-    /// blocks on the region plus `halo` latents on each side, with the GroupNorm (and AdaIN)
-    /// statistics of the last whole-image render. Differs from the whole image at the same
-    /// lambdas by those statistics (which moved with the lambdas) and by what lies beyond
-    /// the halo. Returns the region's pixels at the network's resolution.
-    pub fn render_region(
-        &self,
-        model: &OneStepSr,
-        lambdas: (f32, f32),
-        region: Region,
-        halo: usize,
-    ) -> Result<RgbImage, String> {
-        let (norms, adain) = self.last.as_ref().ok_or("render the whole image once before a region")?;
+    /// The decoder on the latent box `[y0, y1) x [x0, x1)` (its latent-resolution part on the
+    /// whole latent, the up blocks on the box): the box's pixels in [0, 1], before colour fix.
+    fn decode_box(&self, model: &OneStepSr, lambdas: (f32, f32), b: [usize; 4], norms: &mut Norms) -> Tensor<4> {
+        let mid = vae::decode_mid(&model.vae.decoder, self.latent_bands(model, lambdas), norms);
+        vae::decode_from_mid(&model.vae.decoder, mid.crop(b[0], b[1], b[2], b[3]), norms)
+            .map(|t| t.clamp(-1.0, 1.0) * 0.5 + 0.5)
+            .join()
+    }
+
+    /// Step 4 for `region` of the network input only (the part of the image on screen), for
+    /// a slider: the decoder's latent-resolution part (conv_in, mid block) runs on the whole
+    /// latent, its up blocks on the region plus `halo` latents on each side.
+    ///
+    /// What it approximates: the up blocks' GroupNorm statistics (and AdaIN's) are those of
+    /// the whole image at new lambdas. They are estimated as the last whole render's
+    /// statistics moved by how much the region's own statistics moved since then (the first
+    /// call for a region also decodes it at the whole render's lambdas to know them). Pixels
+    /// within the halo's reach of the region's edge see zeros beyond the halo. Exporting
+    /// re-renders the whole image exactly ([`Self::render`]). Returns the region's pixels at
+    /// the network's resolution.
+    pub fn render_region(&mut self, model: &OneStepSr, lambdas: (f32, f32), region: Region, halo: usize) -> Result<RgbImage, String> {
+        let whole = self.last.as_ref().ok_or("render the whole image once before a region")?;
         let (w, h) = (self.pre.input.width() as usize, self.pre.input.height() as usize);
         if region.w == 0 || region.h == 0 || region.x + region.w > w || region.y + region.h > h {
             return Err(format!("region {region:?} is not inside the {w}x{h} image"));
@@ -184,11 +209,16 @@ impl Restoration {
         let (lh, lw) = (h / 8, w / 8);
         let (ly0, lx0) = ((region.y / 8).saturating_sub(halo), (region.x / 8).saturating_sub(halo));
         let (ly1, lx1) = (((region.y + region.h).div_ceil(8) + halo).min(lh), ((region.x + region.w).div_ceil(8) + halo).min(lw));
-        let mut replay = norms.replaying();
-        let mid = vae::decode_mid(&model.vae.decoder, self.latent_bands(model, lambdas), &mut replay);
-        let img = vae::decode_from_mid(&model.vae.decoder, mid.crop(ly0, ly1, lx0, lx1), &mut replay)
-            .map(|t| t.clamp(-1.0, 1.0) * 0.5 + 0.5)
-            .join();
+        let bx = [ly0, ly1, lx0, lx1];
+        let crop_stats = |t: &Tensor<4>| band_stats(&Bands(vec![t.clone()], None));
+        if self.region.as_ref().is_none_or(|r| r.key != (region, halo)) {
+            let mut then = Norms::given(whole.norms.clone());
+            let img = self.decode_box(model, whole.lambdas, bx, &mut then);
+            self.region = Some(RegionStats { key: (region, halo), adain: crop_stats(&img), norms: then.into_seen() });
+        }
+        let (whole, then) = (self.last.as_ref().expect("checked"), self.region.as_ref().expect("just set"));
+        let mut norms = Norms::moved(whole.norms.clone(), then.norms.clone());
+        let img = self.decode_box(model, lambdas, bx, &mut norms);
         let (by, bx) = (ly0 * 8, lx0 * 8);
         let [_, _, bh, bw] = img.dims();
         let device = img.device();
@@ -196,8 +226,11 @@ impl Restoration {
         let fixed = match self.colour_fix {
             ColourFix::None => img,
             ColourFix::Adain => {
-                let (t, s) = adain.clone().expect("AdaIN statistics are kept by render");
-                adain_with(img, t, s)
+                let ((wm, ws), src) = whole.adain.clone().expect("AdaIN statistics are kept by render");
+                let (nm, ns) = crop_stats(&img);
+                let (tm, ts) = then.adain.clone();
+                let target = (wm + nm - tm, (ws + ns - ts).clamp_min(1e-3));
+                adain_with(img, target, src)
             }
             ColourFix::Wavelet => colour_fix::wavelet(img, source()),
         };

@@ -12,8 +12,8 @@
 //! Unlike the official "tiled VAE" (per-tile variances averaged, attention inside each tile,
 //! a fixed halo), the result is the whole-image result up to float summation order. Memory:
 //! the bands of two or three activations live at once (the residual of a resnet), and no
-//! single tensor is larger than one band. [`Norms`] can record the GroupNorm statistics of a
-//! whole-image pass and replay them on a crop (decoding only a region).
+//! single tensor is larger than one band. [`Norms`] keeps the GroupNorm statistics of a pass
+//! and can normalise a crop with a whole image's statistics (decoding only a region).
 
 use burn::tensor::{Device, FloatDType, Tensor, activation::silu, ops::PadMode};
 
@@ -159,55 +159,94 @@ impl Bands {
     }
 }
 
-/// GroupNorm statistics: computed over all bands, optionally recorded in call order, or
-/// replayed from a recording (a crop normalised with the whole image's statistics).
-#[derive(Clone, Default)]
+/// Per-group `(mean, biased variance)`, `[1, groups, 1]` f32.
+pub type Stats = (Tensor<3>, Tensor<3>);
+
+/// Where GroupNorm takes its statistics from. Every pass computes the statistics of what it
+/// sees (over all its bands) and keeps them in [`Norms::seen`], in layer order.
+#[derive(Clone)]
+enum Source {
+    /// What the pass sees (the whole image: exact).
+    Seen,
+    /// Given statistics (a crop normalised like the whole image it was cut from).
+    Given(Vec<Stats>),
+    /// `whole + (seen - seen_then)`: the whole image's statistics at other inputs, moved by
+    /// how much the crop's own statistics moved since (a crop of an image whose latent changed).
+    Moved { whole: Vec<Stats>, then: Vec<Stats> },
+}
+
+#[derive(Clone)]
 pub struct Norms {
-    recorded: Vec<(Tensor<3>, Tensor<3>)>,
-    replay: Option<usize>,
-    record: bool,
+    source: Source,
+    seen: Vec<Stats>,
+}
+
+impl Default for Norms {
+    fn default() -> Self {
+        Self { source: Source::Seen, seen: Vec::new() }
+    }
 }
 
 impl Norms {
-    /// Compute, and keep every layer's statistics.
-    pub fn recording() -> Self {
-        Self { record: true, ..Self::default() }
+    /// Normalise with the statistics of what the pass sees.
+    pub fn exact() -> Self {
+        Self::default()
     }
 
-    /// Use `self`'s recorded statistics, in order, instead of computing them.
-    pub fn replaying(&self) -> Self {
-        Self { recorded: self.recorded.clone(), replay: Some(0), record: false }
+    /// Normalise with `given` (layer order) instead.
+    pub fn given(given: Vec<Stats>) -> Self {
+        Self { source: Source::Given(given), seen: Vec::new() }
     }
 
-    fn stats(&mut self, norm: &GroupNorm, x: &Bands) -> (Tensor<3>, Tensor<3>) {
-        if let Some(i) = self.replay.as_mut() {
-            let s = self.recorded.get(*i).expect("the replayed pass has the recorded layers").clone();
-            *i += 1;
-            return s;
+    /// Normalise with `whole + (seen - then)` per layer.
+    pub fn moved(whole: Vec<Stats>, then: Vec<Stats>) -> Self {
+        Self { source: Source::Moved { whole, then }, seen: Vec::new() }
+    }
+
+    /// The statistics this pass saw, in layer order.
+    pub fn seen(&self) -> &[Stats] {
+        &self.seen
+    }
+
+    pub fn into_seen(self) -> Vec<Stats> {
+        self.seen
+    }
+
+    fn stats(&mut self, norm: &GroupNorm, x: &Bands) -> Stats {
+        let seen = band_stats(norm.groups(), x);
+        let k = self.seen.len();
+        self.seen.push(seen.clone());
+        match &self.source {
+            Source::Seen => seen,
+            Source::Given(given) => given.get(k).expect("the given statistics cover every layer").clone(),
+            Source::Moved { whole, then } => {
+                let ((wm, wv), (tm, tv)) = (&whole[k], &then[k]);
+                (wm.clone() + seen.0 - tm.clone(), (wv.clone() + seen.1 - tv.clone()).clamp_min(0.0))
+            }
         }
-        let g = norm.groups();
-        let grouped = |t: &Tensor<4>| {
-            let [n, c, h, w] = t.dims();
-            t.clone().cast(FloatDType::F32).reshape([n, g, (c / g) * h * w])
-        };
-        let count: usize = x.0.iter().map(|t| t.dims().iter().skip(1).product::<usize>() / g).sum();
-        let sum = (0..x.len()).map(|i| grouped(&x.get(i)).sum_dim(2)).reduce(|a, b| a + b).expect("a band");
-        let mean = sum / count as f64;
-        let sq = (0..x.len())
-            .map(|i| (grouped(&x.get(i)) - mean.clone()).powi_scalar(2).sum_dim(2))
-            .reduce(|a, b| a + b)
-            .expect("a band");
-        let var = sq / count as f64;
-        if self.record {
-            self.recorded.push((mean.clone(), var.clone()));
-        }
-        (mean, var)
     }
 
     fn group_norm(&mut self, norm: &GroupNorm, x: &Bands) -> Bands {
         let (mean, var) = self.stats(norm, x);
         x.clone().map(|t| norm.normalize(t, mean.clone(), var.clone()))
     }
+}
+
+/// Mean and biased variance per group over all bands: sums first, then squared deviations
+/// from the mean (two passes: no cancellation), f32.
+fn band_stats(g: usize, x: &Bands) -> Stats {
+    let grouped = |t: &Tensor<4>| {
+        let [n, c, h, w] = t.dims();
+        t.clone().cast(FloatDType::F32).reshape([n, g, (c / g) * h * w])
+    };
+    let count: usize = x.0.iter().map(|t| t.dims().iter().skip(1).product::<usize>() / g).sum();
+    let sum = (0..x.len()).map(|i| grouped(&x.get(i)).sum_dim(2)).reduce(|a, b| a + b).expect("a band");
+    let mean = sum / count as f64;
+    let sq = (0..x.len())
+        .map(|i| (grouped(&x.get(i)) - mean.clone()).powi_scalar(2).sum_dim(2))
+        .reduce(|a, b| a + b)
+        .expect("a band");
+    (mean, sq / count as f64)
 }
 
 /// A stride-1 3x3 (or 1x1) convolution, band by band.
