@@ -1,6 +1,9 @@
-//! Exact VAE tiling and chunked attention (tiny random-weight models from the fixtures, f32 on
-//! the CPU backend): bands of a 512x512 image against the whole-image VAE, and the chunked
-//! attention against one full softmax.
+//! Tiled diffusion (tiny random-weight models from the fixtures, f32 on the CPU backend): exact
+//! VAE bands against the whole-image VAE, chunked against full attention, UNet latent tiles
+//! (PSNR, seams), the lambda grid and region re-renders; and the memory planner on the
+//! full-size SD 2.1-base architecture: every tensor it plans (the real shapes: weights from
+//! the model's own tensor list, band and tile activations, attention blocks) fits a 128 MiB
+//! binding and the peak estimate stays under 4 GiB, at 512x512 and at 4096x4096 output.
 
 mod common;
 
@@ -105,6 +108,10 @@ fn region_render_matches_the_whole_render() {
             if lambdas == (1.0, 1.0) {
                 // The statistics are the right ones: only the halo's edge differs.
                 assert!(psnr >= 60.0, "{fix:?}: {psnr}");
+            } else if halo >= 16 {
+                // A large move of a random-weight model (its LoRAs change the image by ~20 dB):
+                // the moved statistics hold it above 40 dB once the crop is large enough.
+                assert!(psnr >= 40.0, "{fix:?} {lambdas:?} halo {halo}: {psnr}");
             }
         }
     }
@@ -178,7 +185,7 @@ fn latent_tiling_psnr_and_no_seams() {
         ..Default::default()
     };
     let whole = upscale(&model, &device, &img, &opts(64, 0), &mut |_| {}).unwrap();
-    for (tile, overlap) in [(32, 8), (32, 16), (48, 16), (48, 24)] {
+    for (tile, overlap) in [(24, 8), (32, 8), (32, 16), (48, 16)] {
         let tiled = upscale(&model, &device, &img, &opts(tile, overlap), &mut |_| {}).unwrap();
         let (psnr, max) = onestep_sr::tiling::metrics::psnr_u8(tiled.as_raw(), whole.as_raw());
         // Border pixels: within 4 px of a tile edge that lies inside the image.
@@ -209,4 +216,63 @@ fn latent_tiling_psnr_and_no_seams() {
         println!("latent tile {tile}, overlap {overlap}: PSNR {psnr:.2} dB (max {max}); mean |diff| on borders {on:.3}, inside {inside:.3}");
         assert!(on <= 1.5 * inside, "tile {tile}/{overlap}: seams ({on:.3} vs {inside:.3})");
     }
+}
+
+// ---------------------------------------------------------------- memory planner
+
+use onestep_sr::model::sd::{AutoencoderKLConfig, LoraBranchConfig, OneStepConfig, UNet2DConditionConfig};
+use onestep_sr::tiling::memory::{DeviceLimits, Precision, plan_sd};
+
+fn pisa_sr_full_size() -> OneStepConfig {
+    OneStepConfig {
+        method: Method::PisaSr,
+        scale: 4,
+        prompt: String::new(),
+        unet: UNet2DConditionConfig::sd21_base(),
+        vae: AutoencoderKLConfig::sd21_base(),
+        sem_lora: Some(LoraBranchConfig { rank: 4, alpha: 8.0 }),
+    }
+}
+
+#[test]
+fn full_size_plans_fit_128_mib_bindings_and_4_gib() {
+    let limits = DeviceLimits::webgpu_default();
+    let cfg = pisa_sr_full_size();
+    for side in [512, 1024, 4096] {
+        // f16 compute (f32 compute widens the 1.8 GiB of f16 weights to 3.5 GiB: printed
+        // against an 8 GiB budget, not asserted).
+        for (precision, limits) in [(Precision::F16, limits), (Precision::F32, DeviceLimits { budget: 8 << 30, ..limits })] {
+            let plan = plan_sd(&cfg, side, side, precision, limits).expect("a plan");
+            let big = plan.largest();
+            println!(
+                "{side}x{side} {precision:?}: VAE bands {} px, latent tile {}/{}, attention block {} scores, park on host {}, \\
+                 {} tensors, largest {} {:?} = {:.1} MiB, peak {:.2} GiB, host {:.2} GiB",
+                plan.vae_rows,
+                plan.latent_tile,
+                plan.latent_overlap,
+                plan.max_scores,
+                plan.park_on_host,
+                plan.buffers.len(),
+                big.what,
+                big.shape,
+                big.bytes as f64 / (1 << 20) as f64,
+                plan.peak_bytes as f64 / (1u64 << 30) as f64,
+                plan.host_bytes as f64 / (1u64 << 30) as f64,
+            );
+            for b in &plan.buffers {
+                assert!(b.bytes <= limits.max_binding, "{side}: {} {:?} is {} bytes", b.what, b.shape, b.bytes);
+            }
+            if precision == Precision::F16 {
+                assert!(plan.peak_bytes < 4 << 30, "{side}: peak {}", plan.peak_bytes);
+            }
+            // The weights are all there (every UNet and VAE tensor) and the official tiles fit.
+            let weights = cfg.unet.tensor_shapes().len() + cfg.vae.tensor_shapes().len();
+            assert_eq!(plan.buffers.iter().filter(|b| b.what.starts_with("weight")).count(), weights);
+            assert_eq!((plan.latent_tile, plan.latent_overlap), (96, 32));
+        }
+    }
+    // A device with 4x smaller bindings gets thinner bands and smaller attention blocks.
+    let small = DeviceLimits { max_binding: 32 << 20, max_buffer: 32 << 20, budget: 3 << 30 };
+    let plan = plan_sd(&cfg, 1024, 1024, Precision::F16, small).unwrap();
+    assert!(plan.buffers.iter().filter(|b| !b.what.starts_with("weight")).all(|b| b.bytes <= 32 << 20), "{:?}", plan.largest());
 }
