@@ -25,6 +25,8 @@ pub enum Error {
     Device(#[from] DeviceError),
     #[error("the device failed while running the model: {0}")]
     Execution(String),
+    #[error("cancelled")]
+    Cancelled,
     #[error("cannot read {path}: {detail}")]
     Read { path: String, detail: String },
 }
@@ -97,8 +99,7 @@ impl SdUpscaler {
         opts: &SdOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<(RgbImage, Option<GrayImage>), Error> {
-        let rgb = sd_upscale::upscale(&self.model, &self.device, &img.rgb, opts, progress)
-            .map_err(|e| Error::Execution(format!("{e:?}")))?;
+        let rgb = sd_upscale::upscale(&self.model, &self.device, &img.rgb, opts, progress)?;
         let alpha = img.alpha.as_ref().map(|a| image_io::resize_bicubic_gray(a, rgb.width(), rgb.height()));
         Ok((rgb, alpha))
     }
@@ -114,15 +115,21 @@ impl SdUpscaler {
         pairs: &[(f32, f32)],
         progress: &mut dyn FnMut(Progress),
     ) -> Result<(Vec<RgbImage>, Option<GrayImage>), Error> {
-        let opts = SdOptions { guidance: crate::pipeline::one_step::Guidance::Adjustable { lambda_pix: 1.0, lambda_sem: 1.0 }, ..*opts };
-        let mut r = sd_upscale::prepare(&self.model, &self.device, &img.rgb, &opts, progress);
-        let images = pairs
-            .iter()
-            .map(|&l| r.render(&self.model, l, progress).map_err(|e| Error::Execution(format!("{e:?}"))))
-            .collect::<Result<Vec<_>, _>>()?;
+        let opts = SdOptions { guidance: crate::pipeline::one_step::Guidance::Adjustable { lambda_pix: 1.0, lambda_sem: 1.0 }, ..opts.clone() };
+        let mut r = sd_upscale::prepare(&self.model, &self.device, &img.rgb, &opts, progress)?;
+        let images = pairs.iter().map(|&l| r.render(&self.model, l, progress)).collect::<Result<Vec<_>, _>>()?;
         let (w, h) = images.first().map_or((0, 0), |i| i.dimensions());
         let alpha = img.alpha.as_ref().map(|a| image_io::resize_bicubic_gray(a, w, h));
         Ok((images, alpha))
+    }
+}
+
+impl From<crate::pipeline::RunError> for Error {
+    fn from(e: crate::pipeline::RunError) -> Self {
+        match e {
+            crate::pipeline::RunError::Cancelled => Error::Cancelled,
+            crate::pipeline::RunError::Execution(m) => Error::Execution(m),
+        }
     }
 }
 

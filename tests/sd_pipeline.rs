@@ -165,7 +165,7 @@ fn output_is_exactly_4x_input_when_preprocessing_changes_the_size() {
     assert_eq!(out.dimensions(), (52, 76));
     // A seeded latent sample is deterministic and differs from the mean.
     let sample = |seed| {
-        let o = onestep_sr::pipeline::sd_upscale::SdOptions { latent: Latent::Sample { seed }, ..opts };
+        let o = onestep_sr::pipeline::sd_upscale::SdOptions { latent: Latent::Sample { seed }, ..opts.clone() };
         onestep_sr::pipeline::sd_upscale::upscale(&model, &device, &png("sd/lr.png"), &o, &mut |_| {}).unwrap()
     };
     assert_eq!(sample(7), sample(7));

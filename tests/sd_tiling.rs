@@ -7,7 +7,7 @@
 
 mod common;
 
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::{Tensor, TensorData};
 use common::sd::*;
 use onestep_sr::model::sd::Method;
 use onestep_sr::pipeline::preprocess::to_model_input;
@@ -57,9 +57,11 @@ fn banded_vae_equals_the_whole_image_vae_at_512() {
 #[test]
 fn chunked_attention_equals_full_attention() {
     let device = common::cpu();
-    let t = |dims: [usize; 4]| Tensor::<4>::random(dims, Distribution::Normal(0.0, 2.0), &device);
-    let (q, k, v) = (t([2, 3, 300, 16]), t([2, 3, 270, 16]), t([2, 3, 270, 16]));
-    let mask = Tensor::<2>::random([300, 270], Distribution::Uniform(-4.0, 0.0), &device);
+    // Seeded standard normals (the same inputs on every run).
+    let normal = |seed: u64, n: usize| onestep_sr::pipeline::one_step::gaussian(seed, n);
+    let t = |seed: u64, dims: [usize; 4]| Tensor::<4>::from_data(TensorData::new(normal(seed, dims.iter().product()), dims), &device);
+    let (q, k, v) = (t(1, [2, 3, 300, 16]), t(2, [2, 3, 270, 16]), t(3, [2, 3, 270, 16]));
+    let mask = Tensor::<2>::from_data(TensorData::new(normal(4, 300 * 270), [300, 270]), &device).abs() * -2.0;
     set_max_scores(usize::MAX);
     let full = attention(q.clone(), k.clone(), v.clone(), Some(mask.clone()), 0.25);
     for budget in [6 * 300 * 100, 6 * 16 * 50, 6 * 16, 1] {
@@ -95,8 +97,12 @@ fn region_render_matches_the_whole_render() {
     let model = load_model(&dir, &device);
     let img = image::imageops::resize(&png("sd/lr_up.png"), 128, 128, image::imageops::FilterType::CatmullRom);
     for fix in [ColourFix::None, ColourFix::Adain, ColourFix::Wavelet] {
-        let opts = SdOptions { colour_fix: fix, guidance: Guidance::Adjustable { lambda_pix: 1.0, lambda_sem: 1.0 }, ..Default::default() };
-        let mut r = prepare(&model, &device, &img, &opts, &mut |_| {});
+        let opts = SdOptions {
+            colour_fix: fix,
+            guidance: Guidance::Adjustable { lambda_pix: 1.0, lambda_sem: 1.0 },
+            ..Default::default()
+        };
+        let mut r = prepare(&model, &device, &img, &opts, &mut |_| {}).unwrap();
         let reg = Region { x: 128, y: 192, w: 256, h: 128 };
         let crop = |i: &image::RgbImage| image::imageops::crop_imm(i, reg.x as u32, reg.y as u32, reg.w as u32, reg.h as u32).to_image();
         for (lambdas, halo) in [((1.0, 1.0), 8), ((0.5, 1.5), 8), ((0.5, 1.5), 16), ((0.5, 1.5), 64)] {
@@ -216,6 +222,28 @@ fn latent_tiling_psnr_and_no_seams() {
         println!("latent tile {tile}, overlap {overlap}: PSNR {psnr:.2} dB (max {max}); mean |diff| on borders {on:.3}, inside {inside:.3}");
         assert!(on <= 1.5 * inside, "tile {tile}/{overlap}: seams ({on:.3} vs {inside:.3})");
     }
+}
+
+/// Cancellation between tiles: a run cancelled after its first latent tile stops there.
+#[test]
+fn cancel_stops_between_tiles() {
+    use onestep_sr::pipeline::RunError;
+    use onestep_sr::pipeline::sd_upscale::{SdOptions, SdTiling, prepare};
+    let device = common::cpu();
+    let (_t, dir) = converted(Method::PisaSr, StoreDType::F32);
+    let model = load_model(&dir, &device);
+    let img = image::imageops::resize(&png("sd/lr_up.png"), 128, 128, image::imageops::FilterType::CatmullRom);
+    let opts = SdOptions { tiling: SdTiling { latent_tile: Some(32), latent_overlap: Some(8), ..Default::default() }, ..Default::default() };
+    let cancel = opts.cancel.clone();
+    let mut tiles = 0;
+    let got = prepare(&model, &device, &img, &opts, &mut |p| {
+        if p.stage == "unet" {
+            tiles = p.done;
+            cancel.cancel();
+        }
+    });
+    assert!(matches!(got, Err(RunError::Cancelled)), "a cancelled run must not finish");
+    assert_eq!(tiles, 1, "stopped after the first of 9 tiles");
 }
 
 // ---------------------------------------------------------------- memory planner

@@ -353,6 +353,7 @@ fn run(command: Command) -> Result<()> {
                         latent: seed.map_or(Latent::Mean, |seed| Latent::Sample { seed }),
                         guidance,
                         tiling: SdTiling { latent_tile, latent_overlap, vae_rows: vae_tile, ..Default::default() },
+                        cancel: Default::default(),
                     };
                     let pb = bar("{msg} {pos}/{len} [{bar:30}] {elapsed}");
                     let mut progress = |p: Progress| {
@@ -536,7 +537,7 @@ fn bench_adjust(
     };
     let model = &up.model;
     let t = Instant::now();
-    let mut r = prepare(model, device, rgb, &opts, &mut |_| {});
+    let mut r = prepare(model, device, rgb, &opts, &mut |_| {})?;
     let _ = r.z.clone().sum().into_data();
     let prepare_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
@@ -580,7 +581,7 @@ fn bench_adjust(
         let pairs: Vec<(f32, f32)> = grid.iter().flat_map(|&p| grid.iter().map(move |&s| (p, s))).collect();
         let n = pairs.len() as f64;
         let t = Instant::now();
-        let mut r = prepare(model, device, rgb, &opts, &mut |_| {});
+        let mut r = prepare(model, device, rgb, &opts, &mut |_| {})?;
         for &l in &pairs {
             let _ = r.render(model, l, &mut |_| {})?;
         }

@@ -14,7 +14,7 @@
 use burn::tensor::{Device, FloatDType, Tensor};
 use image::RgbImage;
 
-use super::Progress;
+use super::{Cancel, Progress, RunError};
 use super::colour_fix::{self, ColourFix};
 use super::one_step::{Guidance, Latent, OneStepSr};
 use super::preprocess::{PreprocessOptions, Preprocessed, preprocess, to_model_input, to_output_size, to_rgb8, to_unit_tensor};
@@ -42,13 +42,15 @@ impl Default for SdTiling {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct SdOptions {
     pub preprocess: PreprocessOptions,
     pub colour_fix: ColourFix,
     pub latent: Latent,
     pub guidance: Guidance,
     pub tiling: SdTiling,
+    /// Checked between tiles and bands.
+    pub cancel: Cancel,
 }
 
 /// The noise prediction(s) of one image, blended over the latent tiles (f32).
@@ -95,13 +97,20 @@ pub struct Restoration {
     /// VAE band rows (image pixels), and where bands wait between layers.
     rows: usize,
     park: Option<Park>,
+    cancel: Cancel,
     /// The statistics of the last whole-image render, and of the last region (for regions).
     last: Option<WholeStats>,
     region: Option<RegionStats>,
 }
 
 /// Steps 1-3: pre-process, encode, the UNet pass(es).
-pub fn prepare(model: &OneStepSr, device: &Device, img: &RgbImage, opts: &SdOptions, progress: &mut dyn FnMut(Progress)) -> Restoration {
+pub fn prepare(
+    model: &OneStepSr,
+    device: &Device,
+    img: &RgbImage,
+    opts: &SdOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Restoration, RunError> {
     let pre = preprocess(img, opts.preprocess);
     let (w, h) = (pre.input.width() as usize, pre.input.height() as usize);
     let t = &opts.tiling;
@@ -121,22 +130,26 @@ pub fn prepare(model: &OneStepSr, device: &Device, img: &RgbImage, opts: &SdOpti
         .join();
     let z = model.latent_from_moments(moments, opts.latent);
     progress(Progress { stage: "encode", done: 1, total: 1 });
+    opts.cancel.check()?;
 
     let tiles = LatentTiles::plan(h / 8, w / 8, latent_tile, latent_overlap);
     let n = tiles.as_ref().map_or(1, |t| t.origins.len());
     let unet = |sem: bool, pass: usize, passes: usize, progress: &mut dyn FnMut(Progress)| {
         tiled(&z, tiles.as_ref(), |t| model.eps(t, sem).cast(FloatDType::F32), &mut |done, _| {
-            progress(Progress { stage: "unet", done: pass * n + done, total: passes * n })
+            progress(Progress { stage: "unet", done: pass * n + done, total: passes * n });
+            !opts.cancel.is_cancelled()
         })
+        .ok_or(RunError::Cancelled)
     };
     let eps = match (model.config.method, opts.guidance) {
-        (Method::OseDiff, _) | (Method::PisaSr, Guidance::Default) => Eps::One(unet(true, 0, 1, progress)),
+        (Method::OseDiff, _) | (Method::PisaSr, Guidance::Default) => Eps::One(unet(true, 0, 1, progress)?),
         (Method::PisaSr, Guidance::Adjustable { .. }) => {
-            let sem = unet(true, 0, 2, progress);
-            Eps::Pair { pix: unet(false, 1, 2, progress), sem }
+            let sem = unet(true, 0, 2, progress)?;
+            Eps::Pair { pix: unet(false, 1, 2, progress)?, sem }
         }
     };
-    Restoration { pre, z, eps, method: model.config.method, colour_fix: opts.colour_fix, rows, park, last: None, region: None }
+    let (colour_fix, cancel) = (opts.colour_fix, opts.cancel.clone());
+    Ok(Restoration { pre, z, eps, method: model.config.method, colour_fix, rows, park, cancel, last: None, region: None })
 }
 
 impl Restoration {
@@ -167,7 +180,8 @@ impl Restoration {
         model: &OneStepSr,
         lambdas: (f32, f32),
         progress: &mut dyn FnMut(Progress),
-    ) -> Result<RgbImage, burn::tensor::ExecutionError> {
+    ) -> Result<RgbImage, RunError> {
+        self.cancel.check()?;
         let mut norms = Norms::exact();
         let img = vae::decode(&model.vae.decoder, self.latent_bands(model, lambdas), &mut norms)
             .map(|t| t.clamp(-1.0, 1.0) * 0.5 + 0.5);
@@ -180,19 +194,19 @@ impl Restoration {
     }
 
     /// The decoder on the latent box `[y0, y1) x [x0, x1)` (its latent-resolution part on the
-    /// whole latent, the up blocks on the box): the box's pixels in [0, 1], before colour fix.
+    /// whole latent, the rest on the box): the box's pixels in [0, 1], before colour fix.
     fn decode_box(&self, model: &OneStepSr, lambdas: (f32, f32), b: [usize; 4], norms: &mut Norms) -> Tensor<4> {
-        let mid = vae::decode_mid(&model.vae.decoder, self.latent_bands(model, lambdas), norms);
-        vae::decode_from_mid(&model.vae.decoder, mid.crop(b[0], b[1], b[2], b[3]), norms)
+        let low = vae::decode_low(&model.vae.decoder, self.latent_bands(model, lambdas), norms);
+        vae::decode_high(&model.vae.decoder, low.crop(b[0], b[1], b[2], b[3]), norms)
             .map(|t| t.clamp(-1.0, 1.0) * 0.5 + 0.5)
             .join()
     }
 
     /// Step 4 for `region` of the network input only (the part of the image on screen), for
-    /// a slider: the decoder's latent-resolution part (conv_in, mid block) runs on the whole
-    /// latent, its up blocks on the region plus `halo` latents on each side.
+    /// a slider: the decoder's latent-resolution part (conv_in, mid block, the first up block's
+    /// resnets) runs on the whole latent, the rest on the region plus `halo` latents on each side.
     ///
-    /// What it approximates: the up blocks' GroupNorm statistics (and AdaIN's) are those of
+    /// What it approximates: the higher-resolution layers' GroupNorm statistics (and AdaIN's) are those of
     /// the whole image at new lambdas. They are estimated as the last whole render's
     /// statistics moved by how much the region's own statistics moved since then (the first
     /// call for a region also decodes it at the whole render's lambdas to know them). Pixels
@@ -268,7 +282,7 @@ impl Restoration {
         img: &Bands,
         adain: Option<((Tensor<4>, Tensor<4>), (Tensor<4>, Tensor<4>))>,
         progress: &mut dyn FnMut(Progress),
-    ) -> Result<RgbImage, burn::tensor::ExecutionError> {
+    ) -> Result<RgbImage, RunError> {
         const REACH: usize = 1 + 2 + 4 + 8 + 16;
         let (w, h) = (self.pre.input.width(), self.pre.input.height() as usize);
         let device = img.get(0).device();
@@ -293,6 +307,7 @@ impl Restoration {
             image::imageops::replace(&mut out, &to_rgb8(&values, rows, w as usize), 0, y as i64);
             y += rows;
             progress(Progress { stage: "colour fix", done: i + 1, total: img.len() });
+            self.cancel.check()?;
         }
         Ok(out)
     }
@@ -326,8 +341,8 @@ pub fn upscale(
     img: &RgbImage,
     opts: &SdOptions,
     progress: &mut dyn FnMut(Progress),
-) -> Result<RgbImage, burn::tensor::ExecutionError> {
-    let mut r = prepare(model, device, img, opts, progress);
+) -> Result<RgbImage, RunError> {
+    let mut r = prepare(model, device, img, opts, progress)?;
     let lambdas = match opts.guidance {
         Guidance::Adjustable { lambda_pix, lambda_sem } => (lambda_pix, lambda_sem),
         Guidance::Default => (1.0, 1.0),

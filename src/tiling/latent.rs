@@ -48,17 +48,17 @@ pub fn gaussian_2d(n: usize, device: &burn::tensor::Device) -> Tensor<4> {
 }
 
 /// Run `f` (the UNet on a latent tile, returning f32) over the tiles of `z: [1, C, h, w]` and
-/// blend: `sum(eps_tile * w) / sum(w)`. `progress(done, total)` after each tile.
+/// blend: `sum(eps_tile * w) / sum(w)`. `progress(done, total)` after each tile; it returns
+/// `false` to stop (then the result is `None`).
 pub fn tiled(
     z: &Tensor<4>,
     tiles: Option<&LatentTiles>,
     mut f: impl FnMut(Tensor<4>) -> Tensor<4>,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Tensor<4> {
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Option<Tensor<4>> {
     let Some(tiles) = tiles else {
         let eps = f(z.clone());
-        progress(1, 1);
-        return eps;
+        return progress(1, 1).then_some(eps);
     };
     let [n, c, h, w] = z.dims();
     let device = z.device();
@@ -72,9 +72,11 @@ pub fn tiled(
         acc = acc.clone().slice_assign(r.clone(), acc.slice(r) + eps * weight.clone());
         let r1 = [0..1, 0..1, y..y + s, x..x + s];
         wsum = wsum.clone().slice_assign(r1.clone(), wsum.slice(r1) + weight.clone());
-        progress(i + 1, tiles.origins.len());
+        if !progress(i + 1, tiles.origins.len()) {
+            return None;
+        }
     }
-    acc / wsum
+    Some(acc / wsum)
 }
 
 #[cfg(test)]

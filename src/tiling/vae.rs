@@ -350,15 +350,28 @@ pub fn encode(e: &Encoder, x: Bands, norms: &mut Norms) -> Bands {
 /// [`Decoder::forward`] on bands of the latent (after post_quant_conv): the image's bands in
 /// f32, unclamped.
 pub fn decode(d: &Decoder, z: Bands, norms: &mut Norms) -> Bands {
-    let mid = decode_mid(d, z, norms);
-    decode_from_mid(d, mid, norms)
+    let low = decode_low(d, z, norms);
+    decode_high(d, low, norms)
 }
 
-/// The decoder after its mid block (its up blocks, norm and conv_out).
-pub fn decode_from_mid(d: &Decoder, mut x: Bands, norms: &mut Norms) -> Bands {
-    for block in &d.up_blocks {
-        for r in &block.resnets {
-            x = resnet(r, x, norms);
+/// The decoder's part at latent resolution: conv_in, the mid block and the first up block's
+/// resnets (about 8% of its work at SD's sizes).
+pub fn decode_low(d: &Decoder, z: Bands, norms: &mut Norms) -> Bands {
+    let z = z.map(|t| t.cast(d.conv_in.dtype()));
+    let mut x = mid_block(&d.mid_block, conv(&d.conv_in, &z, false), norms);
+    for r in &d.up_blocks[0].resnets {
+        x = resnet(r, x, norms);
+    }
+    x
+}
+
+/// The rest of the decoder after [`decode_low`]: from the first upsampler to conv_out.
+pub fn decode_high(d: &Decoder, mut x: Bands, norms: &mut Norms) -> Bands {
+    for (i, block) in d.up_blocks.iter().enumerate() {
+        if i > 0 {
+            for r in &block.resnets {
+                x = resnet(r, x, norms);
+            }
         }
         for u in &block.upsamplers {
             x = upsample(u, x);
@@ -366,11 +379,4 @@ pub fn decode_from_mid(d: &Decoder, mut x: Bands, norms: &mut Norms) -> Bands {
     }
     let x = norms.group_norm(&d.conv_norm_out, &x).map(silu);
     conv(&d.conv_out, &x, true)
-}
-
-/// The decoder's conv_in and mid block on bands (the part that runs at latent resolution).
-pub fn decode_mid(d: &Decoder, z: Bands, norms: &mut Norms) -> Bands {
-    let z = z.map(|t| t.cast(d.conv_in.dtype()));
-    let x = conv(&d.conv_in, &z, false);
-    mid_block(&d.mid_block, x, norms)
 }
