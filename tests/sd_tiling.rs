@@ -96,6 +96,12 @@ fn region_render_matches_the_whole_render() {
     let (_t, dir) = converted(Method::PisaSr, StoreDType::F32);
     let model = load_model(&dir, &device);
     let img = image::imageops::resize(&png("sd/lr_up.png"), 128, 128, image::imageops::FilterType::CatmullRom);
+    // No colour fix over several halos; AdaIN and wavelet (whose statistics are moved too)
+    // at the recorded lambdas and one move.
+    let cases = |fix| match fix {
+        ColourFix::None => vec![((1.0, 1.0), 8), ((0.5, 1.5), 8), ((0.5, 1.5), 16), ((0.5, 1.5), 64)],
+        _ => vec![((1.0, 1.0), 8), ((0.5, 1.5), 16)],
+    };
     for fix in [ColourFix::None, ColourFix::Adain, ColourFix::Wavelet] {
         let opts = SdOptions {
             colour_fix: fix,
@@ -105,7 +111,7 @@ fn region_render_matches_the_whole_render() {
         let mut r = prepare(&model, &device, &img, &opts, &mut |_| {}).unwrap();
         let reg = Region { x: 128, y: 192, w: 256, h: 128 };
         let crop = |i: &image::RgbImage| image::imageops::crop_imm(i, reg.x as u32, reg.y as u32, reg.w as u32, reg.h as u32).to_image();
-        for (lambdas, halo) in [((1.0, 1.0), 8), ((0.5, 1.5), 8), ((0.5, 1.5), 16), ((0.5, 1.5), 64)] {
+        for (lambdas, halo) in cases(fix) {
             let _ = r.render(&model, (1.0, 1.0), &mut |_| {}).unwrap();
             let part = r.render_region(&model, lambdas, reg, halo).unwrap();
             let whole = r.render(&model, lambdas, &mut |_| {}).unwrap();
