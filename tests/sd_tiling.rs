@@ -20,17 +20,22 @@ fn max_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
     (a - b).abs().max().into_scalar()
 }
 
-/// A 512x512 photo: the 4x fixture crop enlarged (content, not noise).
-fn photo_512() -> image::RgbImage {
-    image::imageops::resize(&png("sd/lr_up.png"), 512, 512, image::imageops::FilterType::CatmullRom)
+/// A `side x side` photo: the 4x fixture crop resized (content, not noise).
+fn photo(side: u32) -> image::RgbImage {
+    image::imageops::resize(&png("sd/lr_up.png"), side, side, image::imageops::FilterType::CatmullRom)
+}
+
+/// The tiny PiSA-SR (f32 storage) on the CPU backend.
+fn tiny_pisa() -> (onestep_sr::pipeline::one_step::OneStepSr, burn::tensor::Device) {
+    let device = common::cpu();
+    let (_t, dir) = converted(Method::PisaSr, StoreDType::F32);
+    (load_model(&dir, &device), device)
 }
 
 #[test]
 fn banded_vae_equals_the_whole_image_vae_at_512() {
-    let device = common::cpu();
-    let (_t, dir) = converted(Method::PisaSr, StoreDType::F32);
-    let model = load_model(&dir, &device);
-    let x = to_model_input(&photo_512(), &device);
+    let (model, device) = tiny_pisa();
+    let x = to_model_input(&photo(512), &device);
 
     // Whole image: the reference path (attention unbounded).
     set_max_scores(usize::MAX);
@@ -92,10 +97,8 @@ fn region_render_matches_the_whole_render() {
     use onestep_sr::pipeline::colour_fix::ColourFix;
     use onestep_sr::pipeline::one_step::Guidance;
     use onestep_sr::pipeline::sd_upscale::{Region, SdOptions, prepare};
-    let device = common::cpu();
-    let (_t, dir) = converted(Method::PisaSr, StoreDType::F32);
-    let model = load_model(&dir, &device);
-    let img = image::imageops::resize(&png("sd/lr_up.png"), 128, 128, image::imageops::FilterType::CatmullRom);
+    let (model, device) = tiny_pisa();
+    let img = photo(128);
     // No colour fix over several halos; AdaIN and wavelet (whose statistics are moved too)
     // at the recorded lambdas and one move.
     let cases = |fix| match fix {
@@ -187,10 +190,8 @@ fn latent_tiling_psnr_and_no_seams() {
     use onestep_sr::pipeline::colour_fix::ColourFix;
     use onestep_sr::pipeline::sd_upscale::{SdOptions, SdTiling, upscale};
     use onestep_sr::tiling::latent::LatentTiles;
-    let device = common::cpu();
-    let (_t, dir) = converted(Method::PisaSr, StoreDType::F32);
-    let model = load_model(&dir, &device);
-    let img = image::imageops::resize(&png("sd/lr_up.png"), 128, 128, image::imageops::FilterType::CatmullRom);
+    let (model, device) = tiny_pisa();
+    let img = photo(128);
     let opts = |tile: usize, overlap: usize| SdOptions {
         colour_fix: ColourFix::None,
         tiling: SdTiling { latent_tile: Some(tile), latent_overlap: Some(overlap), ..Default::default() },
@@ -235,10 +236,8 @@ fn latent_tiling_psnr_and_no_seams() {
 fn cancel_stops_between_tiles() {
     use onestep_sr::pipeline::RunError;
     use onestep_sr::pipeline::sd_upscale::{SdOptions, SdTiling, prepare};
-    let device = common::cpu();
-    let (_t, dir) = converted(Method::PisaSr, StoreDType::F32);
-    let model = load_model(&dir, &device);
-    let img = image::imageops::resize(&png("sd/lr_up.png"), 128, 128, image::imageops::FilterType::CatmullRom);
+    let (model, device) = tiny_pisa();
+    let img = photo(128);
     let opts = SdOptions { tiling: SdTiling { latent_tile: Some(32), latent_overlap: Some(8), ..Default::default() }, ..Default::default() };
     let cancel = opts.cancel.clone();
     let mut tiles = 0;

@@ -48,8 +48,13 @@ fn mean_std(x: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
 
 /// AdaIN: `(t - mean_t) / std_t * std_s + mean_s`, clamped to [0, 1].
 pub fn adain(target: Tensor<4>, source: Tensor<4>) -> Tensor<4> {
-    let (sm, ss) = mean_std(source);
-    let (tm, ts) = mean_std(target.clone());
+    let t = mean_std(target.clone());
+    adain_with(target, t, mean_std(source))
+}
+
+/// AdaIN with given per-channel `(mean, std)` (`[N, C, 1, 1]`) of the target and the source:
+/// the statistics of a whole image when `target` is one band of it.
+pub fn adain_with(target: Tensor<4>, (tm, ts): (Tensor<4>, Tensor<4>), (sm, ss): (Tensor<4>, Tensor<4>)) -> Tensor<4> {
     ((target - tm) / ts * ss + sm).clamp(0.0, 1.0)
 }
 

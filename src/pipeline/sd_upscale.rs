@@ -162,11 +162,6 @@ impl Restoration {
         }
     }
 
-    /// Whether [`Self::render`] can take other lambdas (both noise predictions are kept).
-    pub fn adjustable(&self) -> bool {
-        matches!(self.eps, Eps::Pair { .. })
-    }
-
     /// The decoder's input bands for `lambdas`: `post_quant_conv(z_h / sf)`.
     fn latent_bands(&self, model: &OneStepSr, lambdas: (f32, f32)) -> Bands {
         let zq = model.vae.post_quant_conv.forward_f32(self.z_hat(lambdas) / model.sf());
@@ -244,7 +239,7 @@ impl Restoration {
                 let (nm, ns) = crop_stats(&img);
                 let (tm, ts) = then.adain.clone();
                 let target = (wm + nm - tm, (ws + ns - ts).clamp_min(1e-3));
-                adain_with(img, target, src)
+                colour_fix::adain_with(img, target, src)
             }
             ColourFix::Wavelet => colour_fix::wavelet(img, source()),
         };
@@ -295,7 +290,7 @@ impl Restoration {
                 ColourFix::None => band.clone(),
                 ColourFix::Adain => {
                     let ((tm, ts), (sm, ss)) = adain.clone().expect("AdaIN statistics");
-                    adain_with(band.clone(), (tm, ts), (sm, ss))
+                    colour_fix::adain_with(band.clone(), (tm, ts), (sm, ss))
                 }
                 ColourFix::Wavelet => {
                     let (a, b) = (y.saturating_sub(REACH), (y + rows + REACH).min(h));
@@ -315,23 +310,14 @@ impl Restoration {
 
 type Stats = (Tensor<4>, Tensor<4>);
 
-/// Per-channel mean and std (unbiased, eps 1e-5) over bands, two passes, f32.
+/// Per-channel mean and `sqrt(unbiased var + 1e-5)` over bands (AdaIN's statistics, from the
+/// per-group statistics with one channel per group).
 fn band_stats(img: &Bands) -> Stats {
-    let c = img.0[0].dims()[1];
-    let flat = |t: &Tensor<4>| {
-        let [n, c, h, w] = t.dims();
-        t.clone().cast(FloatDType::F32).reshape([n, c, h * w])
-    };
-    let count: usize = img.0.iter().map(|t| t.dims()[2] * t.dims()[3]).sum();
-    let mean = (0..img.len()).map(|i| flat(&img.get(i)).sum_dim(2)).reduce(|a, b| a + b).expect("a band") / count as f64;
-    let sq = (0..img.len()).map(|i| (flat(&img.get(i)) - mean.clone()).powi_scalar(2).sum_dim(2)).reduce(|a, b| a + b).expect("a band");
-    let std = (sq / (count as f64 - 1.0).max(1.0) + 1e-5).sqrt();
+    let [_, c, _, w] = img.0[0].dims();
+    let n = (img.height() * w) as f64;
+    let (mean, var) = vae::band_stats(c, img);
+    let std = (var * (n / (n - 1.0).max(1.0)) + 1e-5).sqrt();
     (mean.reshape([1, c, 1, 1]), std.reshape([1, c, 1, 1]))
-}
-
-/// `(t - mean_t) / std_t * std_s + mean_s`, clamped to [0, 1].
-fn adain_with(t: Tensor<4>, (tm, ts): Stats, (sm, ss): Stats) -> Tensor<4> {
-    ((t.cast(FloatDType::F32) - tm) / ts * ss + sm).clamp(0.0, 1.0)
 }
 
 /// `img` → exactly `scale x` its size, in the options' guidance.

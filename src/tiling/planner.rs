@@ -64,18 +64,6 @@ impl TilePlan {
     }
 }
 
-/// The largest storage binding the browser guarantees on phones and many laptops (WebGPU's
-/// `maxStorageBufferBindingSize` default): every planned tensor stays within it.
-pub const MAX_BINDING: u64 = 128 << 20;
-
-/// VAE band height in image pixels (a multiple of 8) for an image `width` wide, so that the
-/// largest band tensor (256 channels at full resolution in f32, the decoder's last upsampler
-/// and GroupNorm's f32 copy) fits `max_binding`.
-pub fn vae_band_rows(width: usize, max_binding: u64) -> usize {
-    let per_row = 256 * width as u64 * 4;
-    ((max_binding / per_row.max(1)) as usize / 8 * 8).max(8)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -234,7 +234,7 @@ impl Norms {
 
 /// Mean and biased variance per group over all bands: sums first, then squared deviations
 /// from the mean (two passes: no cancellation), f32.
-fn band_stats(g: usize, x: &Bands) -> Stats {
+pub fn band_stats(g: usize, x: &Bands) -> Stats {
     let grouped = |t: &Tensor<4>| {
         let [n, c, h, w] = t.dims();
         t.clone().cast(FloatDType::F32).reshape([n, g, (c / g) * h * w])
