@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Every test: fetch + convert the real weights if needed, native tests (CPU backend and
-# wgpu on Vulkan), and the wasm32 build check.
+# wgpu on Vulkan), then the browser build (pkg/ + web/dist) and its tests in headless
+# Chromium (WebGPU on SwiftShader, and the CPU fallback).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 scripts/fetch-models.sh
 cargo test --release -- --test-threads=1
-cargo check --release --lib --target wasm32-unknown-unknown
+[ -d web/node_modules ] || npm --prefix web ci --no-audit --no-fund
+npm --prefix web run build
+npm --prefix web test

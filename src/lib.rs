@@ -9,7 +9,8 @@ pub mod model;
 pub mod pipeline;
 pub mod tiling;
 pub mod weights;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod upscaler;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use device::DeviceChoice;

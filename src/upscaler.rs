@@ -1,19 +1,27 @@
-//! Native entry: load a converted model directory and upscale decoded images.
+//! Load a converted model (a directory natively, shards from the web in the browser) and
+//! upscale decoded images.
 
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::Path;
 
 use burn::tensor::Device;
+#[cfg_attr(target_arch = "wasm32", allow(unused_imports))]
 use image::{GrayImage, RgbImage};
 use thiserror::Error;
 
 use crate::device::DeviceError;
+#[cfg_attr(target_arch = "wasm32", allow(unused_imports))]
 use crate::image_io::{self, Decoded, ImageError};
 use crate::model::sd::{Method, OneStepConfig};
 use crate::model::{RrdbNet, RrdbNetConfig};
 use crate::pipeline::one_step::OneStepSr;
+#[cfg_attr(target_arch = "wasm32", allow(unused_imports))]
 use crate::pipeline::sd_upscale::{self, SdOptions};
+#[cfg_attr(target_arch = "wasm32", allow(unused_imports))]
 use crate::pipeline::{Progress, gan};
-use crate::weights::{self, LoadProgress, WeightsError};
+use crate::weights::{Manifest, ParamStore, WeightsError};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::weights::{self, LoadProgress};
 
 #[derive(Debug, Error)]
 pub enum Error {
@@ -37,10 +45,16 @@ pub struct GanUpscaler {
 }
 
 impl GanUpscaler {
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn load(dir: &Path, device: &Device, progress: &mut dyn FnMut(LoadProgress)) -> Result<Self, Error> {
-        let (manifest, mut store) = weights::load_dir(dir, device, progress)?;
+        let (manifest, store) = weights::load_dir(dir, device, progress)?;
+        Self::from_store(&manifest, store, device)
+    }
+
+    /// Build the network from a store that holds every shard of `manifest`.
+    pub fn from_store(manifest: &Manifest, mut store: ParamStore, device: &Device) -> Result<Self, Error> {
         if manifest.architecture != "rrdbnet" {
-            return Err(WeightsError::Architecture { got: manifest.architecture, want: "rrdbnet".into() }.into());
+            return Err(WeightsError::Architecture { got: manifest.architecture.clone(), want: "rrdbnet".into() }.into());
         }
         let config: RrdbNetConfig = serde_json::from_value(manifest.config.clone())
             .map_err(|e| WeightsError::Manifest(format!("rrdbnet config: {e}")))?;
@@ -49,16 +63,18 @@ impl GanUpscaler {
         Ok(Self { model, device: device.clone() })
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn upscale_rgb(
         &self,
         rgb: &RgbImage,
         opts: gan::TileOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<RgbImage, Error> {
-        gan::upscale(&self.model, &self.device, rgb, opts, progress).map_err(|e| Error::Execution(format!("{e:?}")))
+        Ok(gan::upscale(&self.model, &self.device, rgb, opts, progress)?)
     }
 
     /// RGB through the network; alpha (if any) by bicubic, as the reference runtime does.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn upscale(
         &self,
         img: &Decoded,
@@ -78,8 +94,14 @@ pub struct SdUpscaler {
 }
 
 impl SdUpscaler {
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn load(dir: &Path, device: &Device, progress: &mut dyn FnMut(LoadProgress)) -> Result<Self, Error> {
         let (manifest, store) = weights::load_dir(dir, device, progress)?;
+        Self::from_store(&manifest, store, device)
+    }
+
+    /// Build the model from a store that holds every shard of `manifest`.
+    pub fn from_store(manifest: &Manifest, store: ParamStore, device: &Device) -> Result<Self, Error> {
         let method = Method::from_architecture(&manifest.architecture).ok_or_else(|| WeightsError::Architecture {
             got: manifest.architecture.clone(),
             want: "osediff or pisa-sr".into(),
@@ -93,6 +115,7 @@ impl SdUpscaler {
     }
 
     /// RGB through the one-step SR (exactly scale x the input); alpha by bicubic.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn upscale(
         &self,
         img: &Decoded,
@@ -108,6 +131,7 @@ impl SdUpscaler {
 impl SdUpscaler {
     /// PiSA-SR at every `(lambda_pix, lambda_sem)` of `pairs` from one encoder pass and one
     /// pair of UNet passes (only the decoder runs per pair); alpha by bicubic, once.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn upscale_grid(
         &self,
         img: &Decoded,
@@ -140,17 +164,29 @@ pub enum Upscaler {
 }
 
 impl Upscaler {
-    pub fn load(dir: &Path, device: &Device, progress: &mut dyn FnMut(LoadProgress)) -> Result<Self, Error> {
-        let manifest = weights::loader::read_manifest(dir)?;
+    /// The model `manifest` describes, from a store holding all its shards.
+    pub fn from_store(manifest: &Manifest, store: ParamStore, device: &Device) -> Result<Self, Error> {
         match manifest.architecture.as_str() {
-            "rrdbnet" => Ok(Self::Gan(GanUpscaler::load(dir, device, progress)?)),
-            "osediff" | "pisa-sr" => Ok(Self::Sd(SdUpscaler::load(dir, device, progress)?)),
+            "rrdbnet" => Ok(Self::Gan(GanUpscaler::from_store(manifest, store, device)?)),
+            "osediff" | "pisa-sr" => Ok(Self::Sd(SdUpscaler::from_store(manifest, store, device)?)),
             other => Err(WeightsError::Architecture { got: other.into(), want: "rrdbnet, osediff or pisa-sr".into() }.into()),
         }
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn load(dir: &Path, device: &Device, progress: &mut dyn FnMut(LoadProgress)) -> Result<Self, Error> {
+        // The architecture is checked before any shard is read.
+        let manifest = weights::loader::read_manifest(dir)?;
+        if !matches!(manifest.architecture.as_str(), "rrdbnet" | "osediff" | "pisa-sr") {
+            return Err(WeightsError::Architecture { got: manifest.architecture, want: "rrdbnet, osediff or pisa-sr".into() }.into());
+        }
+        let (manifest, store) = weights::load_dir(dir, device, progress)?;
+        Self::from_store(&manifest, store, device)
     }
 }
 
 /// Read and decode an image file.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn read_image(path: &Path) -> Result<Decoded, Error> {
     let bytes = std::fs::read(path).map_err(|e| Error::Read { path: path.display().to_string(), detail: e.to_string() })?;
     Ok(image_io::decode(&bytes)?)

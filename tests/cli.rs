@@ -86,7 +86,7 @@ fn a_damaged_model_names_the_shard() {
         "upscale", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", model.to_str().unwrap(), "--device", "cpu",
     ]);
     assert!(!ok);
-    assert!(err.contains("shard 0 of 1 (shard-00000.bin) failed its SHA-256 check"), "{err}");
+    assert!(err.contains("shard 1 of 1 (shard-00000.bin) failed its SHA-256 check"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 

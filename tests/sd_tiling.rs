@@ -253,18 +253,11 @@ fn cancel_stops_between_tiles() {
 
 // ---------------------------------------------------------------- memory planner
 
-use onestep_sr::model::sd::{AutoencoderKLConfig, LoraBranchConfig, OneStepConfig, UNet2DConditionConfig};
+use onestep_sr::model::sd::OneStepConfig;
 use onestep_sr::tiling::memory::{DeviceLimits, Precision, plan_sd};
 
 fn pisa_sr_full_size() -> OneStepConfig {
-    OneStepConfig {
-        method: Method::PisaSr,
-        scale: 4,
-        prompt: String::new(),
-        unet: UNet2DConditionConfig::sd21_base(),
-        vae: AutoencoderKLConfig::sd21_base(),
-        sem_lora: Some(LoraBranchConfig { rank: 4, alpha: 8.0 }),
-    }
+    OneStepConfig::pisa_sr_sd21()
 }
 
 #[test]

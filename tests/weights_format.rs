@@ -105,7 +105,7 @@ fn loading_streams_and_stops_at_the_first_bad_shard() {
     let mut seen = vec![];
     let r = weights::load_into_store(&m, &mut src, &common::cpu(), &mut |p| seen.push(p.index));
     let e = r.err().expect("bad shard 1").to_string();
-    assert!(e.contains("shard 1 of 3") && e.contains("shard-00001.bin"), "{e}");
+    assert!(e.contains("shard 2 of 3") && e.contains("shard-00001.bin"), "{e}");
     assert_eq!(src.1, vec![0, 1], "shard 2 must not be read after shard 1 failed");
     assert_eq!(seen, vec![0]);
 }

@@ -202,6 +202,16 @@ enum Convert {
         #[arg(long, value_enum, default_value = "f16")]
         store_dtype: DTypeArg,
     },
+    /// Write a converted model again with smaller shards (same tensors, new hashes).
+    Reshard {
+        /// A converted model directory.
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Largest shard in MiB (at most 32; fractions allowed).
+        #[arg(long)]
+        shard_mib: f64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -421,6 +431,14 @@ fn run(command: Command) -> Result<()> {
                 m.shards.len(),
                 m.total_bytes()
             );
+            Ok(())
+        }
+        Command::Convert(Convert::Reshard { model, out, shard_mib }) => {
+            if !(shard_mib > 0.0 && shard_mib <= 32.0) {
+                return Err("--shard-mib must be in (0, 32]".into());
+            }
+            let m = weights::writer::reshard(&model, &out, (shard_mib * 1048576.0) as u64)?;
+            println!("wrote {} ({} tensors, {} shards, {} bytes)", out.display(), m.tensors.len(), m.shards.len(), m.total_bytes());
             Ok(())
         }
         Command::Bench { image, model, device, runs, tile, process_size, no_warmup } => {

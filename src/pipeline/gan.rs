@@ -6,7 +6,7 @@
 use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbImage;
 
-use super::Progress;
+use super::{Cancel, Progress, RunError};
 use crate::model::RrdbNet;
 use crate::tiling::{RowBlender, Tile, TilePlan};
 
@@ -130,18 +130,33 @@ impl GanTiler {
 }
 
 /// Upscale `img` x4 with `model` on `device`, tile by tile.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn upscale(
     model: &RrdbNet,
     device: &Device,
     img: &RgbImage,
     opts: TileOptions,
     progress: &mut dyn FnMut(Progress),
-) -> Result<RgbImage, burn::tensor::ExecutionError> {
+) -> Result<RgbImage, RunError> {
+    futures_lite::future::block_on(upscale_async(model, device, img, opts, progress, &Cancel::default()))
+}
+
+/// [`upscale`] reading each tile back without blocking (the browser has no synchronous
+/// readback); `cancel` is checked between tiles.
+pub async fn upscale_async(
+    model: &RrdbNet,
+    device: &Device,
+    img: &RgbImage,
+    opts: TileOptions,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &Cancel,
+) -> Result<RgbImage, RunError> {
     let mut tiler = GanTiler::new(img, opts);
     let total = tiler.plan.len();
     for i in 0..total {
-        let out = model.forward(tiler.input(i, device)).try_into_data()?;
-        let values = out.try_to_vec::<f32>().expect("float output");
+        cancel.check()?;
+        let out = model.forward(tiler.input(i, device)).into_data_async().await?;
+        let values = out.convert::<f32>().try_into_vec::<f32>().map_err(|e| RunError::Execution(format!("{e:?}")))?;
         tiler.accept(i, &values);
         progress(Progress { stage: "upscale", done: i + 1, total });
     }

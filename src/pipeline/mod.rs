@@ -29,7 +29,7 @@ impl Cancel {
         self.0.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn check(&self) -> Result<(), RunError> {
+    pub fn check(&self) -> Result<(), RunError> {
         if self.is_cancelled() { Err(RunError::Cancelled) } else { Ok(()) }
     }
 }

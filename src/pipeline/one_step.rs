@@ -66,6 +66,16 @@ pub enum Guidance {
     Adjustable { lambda_pix: f32, lambda_sem: f32 },
 }
 
+impl Guidance {
+    /// `(lambda_pix, lambda_sem)`; the default mode is `(1, 1)`.
+    pub fn lambdas(self) -> (f32, f32) {
+        match self {
+            Guidance::Adjustable { lambda_pix, lambda_sem } => (lambda_pix, lambda_sem),
+            Guidance::Default => (1.0, 1.0),
+        }
+    }
+}
+
 pub struct OneStepSr {
     pub config: OneStepConfig,
     pub vae: AutoencoderKL,

@@ -122,7 +122,11 @@ pub fn prepare(
     set_max_scores(plan.as_ref().map_or(usize::MAX, |p| p.max_scores));
     // Parking only helps when the compute device is not the host itself.
     let host = crate::device::cpu();
-    let park = plan.as_ref().filter(|p| p.park_on_host && *device != host).map(|_| Park { compute: device.clone(), host });
+    // Not in the browser either: moving bands to the host needs a blocking readback there.
+    let park = plan
+        .as_ref()
+        .filter(|p| p.park_on_host && *device != host && !cfg!(target_arch = "wasm32"))
+        .map(|_| Park { compute: device.clone(), host });
 
     let x = to_model_input(&pre.input, device);
     let moments = vae::encode(&model.vae.encoder, Bands::split(x, rows).parked(park.clone()), &mut Norms::default())
@@ -170,7 +174,18 @@ impl Restoration {
 
     /// Step 4 for the whole image: exactly `scale x` the input. Keeps the normalisation
     /// statistics for [`Self::render_region`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn render(
+        &mut self,
+        model: &OneStepSr,
+        lambdas: (f32, f32),
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<RgbImage, RunError> {
+        futures_lite::future::block_on(self.render_async(model, lambdas, progress))
+    }
+
+    /// [`Self::render`] without blocking on readbacks (the browser's only way).
+    pub async fn render_async(
         &mut self,
         model: &OneStepSr,
         lambdas: (f32, f32),
@@ -182,7 +197,7 @@ impl Restoration {
             .map(|t| t.clamp(-1.0, 1.0) * 0.5 + 0.5);
         progress(Progress { stage: "decode", done: 1, total: 1 });
         let adain = (self.colour_fix == ColourFix::Adain).then(|| self.adain_stats(&img));
-        let out = self.colour_fixed(&img, adain.clone(), progress)?;
+        let out = self.colour_fixed(&img, adain.clone(), progress).await?;
         self.last = Some(WholeStats { lambdas, norms: norms.into_seen(), adain });
         self.region = None;
         Ok(to_output_size(out, self.pre.out_size))
@@ -208,7 +223,19 @@ impl Restoration {
     /// within the halo's reach of the region's edge see zeros beyond the halo. Exporting
     /// re-renders the whole image exactly ([`Self::render`]). Returns the region's pixels at
     /// the network's resolution.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn render_region(&mut self, model: &OneStepSr, lambdas: (f32, f32), region: Region, halo: usize) -> Result<RgbImage, String> {
+        futures_lite::future::block_on(self.render_region_async(model, lambdas, region, halo))
+    }
+
+    /// [`Self::render_region`] without blocking on the readback.
+    pub async fn render_region_async(
+        &mut self,
+        model: &OneStepSr,
+        lambdas: (f32, f32),
+        region: Region,
+        halo: usize,
+    ) -> Result<RgbImage, String> {
         let whole = self.last.as_ref().ok_or("render the whole image once before a region")?;
         let (w, h) = (self.pre.input.width() as usize, self.pre.input.height() as usize);
         if region.w == 0 || region.h == 0 || region.x + region.w > w || region.y + region.h > h {
@@ -244,7 +271,7 @@ impl Restoration {
             ColourFix::Wavelet => colour_fix::wavelet(img, source()),
         };
         let crop = fixed.slice([0..1, 0..3, region.y - by..region.y - by + region.h, region.x - bx..region.x - bx + region.w]);
-        let values = crop.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+        let values = crop.into_data_async().await.map_err(|e| format!("{e:?}"))?.convert::<f32>().try_into_vec::<f32>().map_err(|e| format!("{e:?}"))?;
         Ok(to_rgb8(&values, region.h, region.w))
     }
 
@@ -272,7 +299,7 @@ impl Restoration {
     /// Colour-fix the image bands against the pre-processed input and read them back as 8-bit
     /// rows. Wavelet: each band with 31 rows of context on each side (the blur cascade's
     /// reach), so the result equals the whole-image fix.
-    fn colour_fixed(
+    async fn colour_fixed(
         &self,
         img: &Bands,
         adain: Option<((Tensor<4>, Tensor<4>), (Tensor<4>, Tensor<4>))>,
@@ -298,7 +325,7 @@ impl Restoration {
                     colour_fix::wavelet(img.rows(a, b), to_unit_tensor(&source, &device)).narrow(2, y - a, rows)
                 }
             };
-            let values = fixed.try_into_data()?.convert::<f32>().try_into_vec::<f32>().expect("float image");
+            let values = fixed.into_data_async().await?.convert::<f32>().try_into_vec::<f32>().expect("float image");
             image::imageops::replace(&mut out, &to_rgb8(&values, rows, w as usize), 0, y as i64);
             y += rows;
             progress(Progress { stage: "colour fix", done: i + 1, total: img.len() });
@@ -321,6 +348,7 @@ fn band_stats(img: &Bands) -> Stats {
 }
 
 /// `img` → exactly `scale x` its size, in the options' guidance.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn upscale(
     model: &OneStepSr,
     device: &Device,
@@ -328,10 +356,19 @@ pub fn upscale(
     opts: &SdOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<RgbImage, RunError> {
+    futures_lite::future::block_on(upscale_async(model, device, img, opts, progress)).map(|(img, _)| img)
+}
+
+/// [`upscale`] without blocking on readbacks; also returns the [`Restoration`] (PiSA-SR's
+/// adjustable mode re-renders it at other lambdas).
+pub async fn upscale_async(
+    model: &OneStepSr,
+    device: &Device,
+    img: &RgbImage,
+    opts: &SdOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(RgbImage, Restoration), RunError> {
     let mut r = prepare(model, device, img, opts, progress)?;
-    let lambdas = match opts.guidance {
-        Guidance::Adjustable { lambda_pix, lambda_sem } => (lambda_pix, lambda_sem),
-        Guidance::Default => (1.0, 1.0),
-    };
-    r.render(model, lambdas, progress)
+    let out = r.render_async(model, opts.guidance.lambdas(), progress).await?;
+    Ok((out, r))
 }

@@ -1,18 +1,18 @@
 use thiserror::Error;
 
 /// Everything that can go wrong between weight bytes and a built model. Each message names
-/// the file, shard or tensor and says what to do.
+/// the file, shard (counted from 1; `index` is 0-based) or tensor and says what to do.
 #[derive(Debug, Error)]
 pub enum WeightsError {
     #[error("cannot read {path}: {source}")]
     Io { path: String, source: std::io::Error },
     #[error("invalid manifest: {0}")]
     Manifest(String),
-    #[error("shard {index} of {count} ({file}) is missing: {detail}; re-download or re-convert the model")]
+    #[error("shard {} of {count} ({file}) is missing: {detail}; re-download or re-convert the model", .index + 1)]
     ShardMissing { index: usize, count: usize, file: String, detail: String },
-    #[error("shard {index} of {count} ({file}) is truncated or has the wrong size: {got} bytes, manifest says {want}; re-download it")]
+    #[error("shard {} of {count} ({file}) is truncated or has the wrong size: {got} bytes, manifest says {want}; re-download it", .index + 1)]
     ShardSize { index: usize, count: usize, file: String, got: u64, want: u64 },
-    #[error("shard {index} of {count} ({file}) failed its SHA-256 check (got {got}, manifest says {want}); re-download it")]
+    #[error("shard {} of {count} ({file}) failed its SHA-256 check (got {got}, manifest says {want}); re-download it", .index + 1)]
     ShardHash { index: usize, count: usize, file: String, got: String, want: String },
     #[error("tensor {name} is missing from the weights")]
     MissingTensor { name: String },

@@ -16,6 +16,8 @@ pub struct ShardWriter {
     current: Vec<u8>,
     tensors: Vec<TensorEntry>,
     shards: Vec<ShardEntry>,
+    /// Largest shard, bytes (the format's 32 MiB unless smaller shards are asked for).
+    max_shard: u64,
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> WeightsError {
@@ -25,7 +27,14 @@ fn io_err(path: &Path, source: std::io::Error) -> WeightsError {
 impl ShardWriter {
     pub fn create(dir: &Path) -> Result<Self, WeightsError> {
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-        Ok(Self { dir: dir.to_path_buf(), current: Vec::new(), tensors: Vec::new(), shards: Vec::new() })
+        Ok(Self { dir: dir.to_path_buf(), current: Vec::new(), tensors: Vec::new(), shards: Vec::new(), max_shard: MAX_SHARD_BYTES })
+    }
+
+    /// Shards of at most `bytes` (≤ 32 MiB): smaller requests for slow links, and tests of
+    /// multi-shard delivery with small models.
+    pub fn with_max_shard(mut self, bytes: u64) -> Self {
+        self.max_shard = bytes.clamp(TENSOR_ALIGN, MAX_SHARD_BYTES);
+        self
     }
 
     /// Append one tensor (`data` is little-endian `dtype`). A tensor larger than a shard is
@@ -36,14 +45,14 @@ impl ShardWriter {
         if length != numel as u64 * dtype.size() {
             return Err(WeightsError::Convert(format!("tensor {name}: {length} bytes for shape {shape:?}")));
         }
-        if length <= MAX_SHARD_BYTES {
+        if length <= self.max_shard {
             return self.push(name, dtype, shape, data, None);
         }
         let row_bytes = length / shape[0] as u64;
-        let rows_per_part = (MAX_SHARD_BYTES / row_bytes.max(1)) as usize;
+        let rows_per_part = (self.max_shard / row_bytes.max(1)) as usize;
         if shape.len() < 2 || rows_per_part == 0 {
             return Err(WeightsError::Convert(format!(
-                "tensor {name} {shape:?}: one row ({row_bytes} bytes) exceeds the 32 MiB shard size"
+                "tensor {name} {shape:?}: one row ({row_bytes} bytes) exceeds the {} byte shard size", self.max_shard
             )));
         }
         let count = shape[0].div_ceil(rows_per_part);
@@ -58,7 +67,7 @@ impl ShardWriter {
     fn push(&mut self, name: &str, dtype: DType, shape: &[usize], data: &[u8], part: Option<TensorPart>) -> Result<(), WeightsError> {
         let length = data.len() as u64;
         let offset = (self.current.len() as u64).next_multiple_of(TENSOR_ALIGN);
-        if offset + length > MAX_SHARD_BYTES {
+        if offset + length > self.max_shard {
             self.flush()?;
         }
         let offset = (self.current.len() as u64).next_multiple_of(TENSOR_ALIGN);
@@ -126,4 +135,37 @@ impl ShardWriter {
         std::fs::write(&path, text).map_err(|e| io_err(&path, e))?;
         Ok(manifest)
     }
+}
+
+/// Write the model in `src` (a converted directory) again into `out` with shards of at most
+/// `max_shard` bytes; tensors split into row blocks are joined first. Every source shard is
+/// checked against its SHA-256.
+pub fn reshard(src: &Path, out: &Path, max_shard: u64) -> Result<Manifest, WeightsError> {
+    let manifest = super::loader::read_manifest(src)?;
+    let count = manifest.shards.len();
+    let mut shards = Vec::with_capacity(count);
+    for (i, s) in manifest.shards.iter().enumerate() {
+        let path = src.join(&s.file);
+        let bytes = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
+        super::verify_shard(i, count, s, &bytes)?;
+        shards.push(bytes);
+    }
+    let mut w = ShardWriter::create(out)?.with_max_shard(max_shard);
+    let mut pending: Option<(String, DType, Vec<usize>, Vec<u8>)> = None;
+    for t in &manifest.tensors {
+        let data = &shards[t.shard][t.offset as usize..(t.offset + t.length) as usize];
+        match t.part {
+            None => w.add(&t.name, t.dtype, &t.shape, data)?,
+            Some(part) => {
+                let (_, _, shape, bytes) = pending.get_or_insert_with(|| (t.name.clone(), t.dtype, { let mut s = t.shape.clone(); s[0] = 0; s }, Vec::new()));
+                shape[0] += t.shape[0];
+                bytes.extend_from_slice(data);
+                if part.index + 1 == part.count {
+                    let (name, dtype, shape, bytes) = pending.take().expect("just filled");
+                    w.add(&name, dtype, &shape, &bytes)?;
+                }
+            }
+        }
+    }
+    w.finish(&manifest.model_id, &manifest.architecture, manifest.config.clone(), manifest.source.clone())
 }

@@ -61,3 +61,17 @@ pub struct OneStepConfig {
     /// PiSA-SR: tensors `unet.{module}.lora_{A,B}.weight` are the semantic LoRA.
     pub sem_lora: Option<LoraBranchConfig>,
 }
+
+impl OneStepConfig {
+    /// PiSA-SR on SD 2.1-base, the official layout (the memory planner's default model).
+    pub fn pisa_sr_sd21() -> Self {
+        Self {
+            method: Method::PisaSr,
+            scale: 4,
+            prompt: String::new(),
+            unet: UNet2DConditionConfig::sd21_base(),
+            vae: AutoencoderKLConfig::sd21_base(),
+            sem_lora: Some(LoraBranchConfig { rank: 4, alpha: 8.0 }),
+        }
+    }
+}

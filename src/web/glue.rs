@@ -1,0 +1,62 @@
+//! Bindings to `glue.js`: the browser services the Rust side uses.
+
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen(module = "/src/web/glue.js")]
+extern "C" {
+    #[wasm_bindgen(catch, js_name = idbGet)]
+    pub async fn idb_get(store: &str, key: &str) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch, js_name = idbPut)]
+    pub async fn idb_put(store: &str, key: &str, value: &JsValue) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch, js_name = idbKeys)]
+    pub async fn idb_keys(store: &str, prefix: &str) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch, js_name = idbValues)]
+    pub async fn idb_values(store: &str) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch, js_name = idbDelete)]
+    pub async fn idb_delete(store: &str, key: &str) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch, js_name = idbDeletePrefix)]
+    pub async fn idb_delete_prefix(store: &str, prefix: &str) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_name = errorName)]
+    pub fn error_name(e: &JsValue) -> String;
+    #[wasm_bindgen(js_name = errorMessage)]
+    pub fn error_message(e: &JsValue) -> String;
+    #[wasm_bindgen(catch, js_name = resolveUrl)]
+    pub fn resolve_url(file: &str, base: &str) -> Result<String, JsValue>;
+    #[wasm_bindgen(catch, js_name = fetchText)]
+    pub async fn fetch_text(url: &str, signal: &JsValue) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch, js_name = fetchBytes)]
+    pub async fn fetch_bytes(url: &str, signal: &JsValue, limit: f64, on_bytes: &js_sys::Function) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_name = storageEstimate)]
+    pub async fn storage_estimate() -> JsValue;
+    #[wasm_bindgen(js_name = storagePersist)]
+    pub async fn storage_persist() -> JsValue;
+    #[wasm_bindgen(js_name = gpuAdapter)]
+    pub async fn gpu_adapter() -> JsValue;
+    #[wasm_bindgen(catch, js_name = imagePixels)]
+    pub fn image_pixels(img: &JsValue) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_name = makeImageData)]
+    pub fn make_image_data(rgba: &[u8], width: u32, height: u32) -> JsValue;
+}
+
+/// `obj[key]`, undefined when absent.
+pub fn get(obj: &JsValue, key: &str) -> JsValue {
+    if obj.is_object() { js_sys::Reflect::get(obj, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED) } else { JsValue::UNDEFINED }
+}
+
+pub fn get_f64(obj: &JsValue, key: &str) -> Option<f64> {
+    get(obj, key).as_f64()
+}
+
+/// A plain object from key/value pairs.
+pub fn object(pairs: &[(&str, JsValue)]) -> JsValue {
+    let o = js_sys::Object::new();
+    for (k, v) in pairs {
+        let _ = js_sys::Reflect::set(&o, &JsValue::from_str(k), v);
+    }
+    o.into()
+}
+
+/// Whether an AbortSignal (or undefined) has fired.
+pub fn aborted(signal: &JsValue) -> bool {
+    get(signal, "aborted").as_bool().unwrap_or(false)
+}

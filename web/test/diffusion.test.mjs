@@ -1,0 +1,58 @@
+// The diffusion models in the browser (tiny fixture weights, random, made by the committed
+// generator): PiSA-SR default and adjustable, adjust(), and OSEDiff against the native CLI.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { browser, harness, onestep, scratch, server } from './helpers.mjs';
+
+const PHOTO = 'tests/fixtures/sd/lr.png';
+let srv, dir;
+
+before(async () => {
+  dir = scratch();
+  for (const method of ['pisa-sr', 'osediff']) {
+    const lora = method === 'pisa-sr' ? 'pisa_sr.pkl' : 'osediff.pkl';
+    onestep('convert', 'sd', '--base', 'tests/fixtures/sd', '--lora', `tests/fixtures/sd/${lora}`, '--method', method, '--out', `${dir}/${method}`);
+  }
+  const run = (model, out, ...extra) =>
+    onestep('upscale', PHOTO, '-o', `${dir}/${out}`, '--model', `${dir}/${model}`, '--device', 'cpu', '--process-size', '64', ...extra);
+  run('pisa-sr', 'pisa_default.png');
+  run('pisa-sr', 'pisa_p05_s15.png', '--lambda-pix', '0.5', '--lambda-sem', '1.5');
+  run('pisa-sr', 'pisa_p12_s03_wavelet.png', '--lambda-pix', '1.2', '--lambda-sem', '0.3', '--color-fix', 'wavelet');
+  run('osediff', 'osediff.png');
+  srv = await server({ '/sd/': dir });
+});
+after(() => srv.close());
+
+for (const webgpu of [true, false]) {
+  test(`${webgpu ? 'WebGPU' : 'CPU fallback'}: PiSA-SR (default, adjustable, adjust) and OSEDiff match the native CLI within 1 level`, async () => {
+    const ctx = await browser({ webgpu });
+    try {
+      const page = await harness(ctx, srv.url);
+      const r = await page.evaluate(async () => {
+        const img = await window.pixels('/fixtures/sd/lr.png');
+        const ref = (f) => window.pixels(`/sd/${f}`);
+        const pisa = await window.pkg.Upscaler.load('/sd/pisa-sr/manifest.json');
+        const out = {};
+        out.backend = pisa.info.backend;
+        out.default = window.diff(await pisa.upscale(img, { processSize: 64 }), await ref('pisa_default.png'));
+        out.adjustable = window.diff(await pisa.upscale(img, { processSize: 64, lambdaPix: 0.5, lambdaSem: 1.5 }), await ref('pisa_p05_s15.png'));
+        // adjust() re-renders the kept predictions: the same image as a fresh run at (1, 1) ...
+        out.adjustBack = window.diff(await pisa.adjust(1, 1), await ref('pisa_default.png'));
+        // ... and a run at other lambdas with the wavelet fix.
+        out.wavelet = window.diff(await pisa.upscale(img, { processSize: 64, lambdaPix: 1.2, lambdaSem: 0.3, colorFix: 'wavelet' }), await ref('pisa_p12_s03_wavelet.png'));
+        const ose = await window.pkg.Upscaler.load('/sd/osediff/manifest.json');
+        out.osediff = window.diff(await ose.upscale(img, { processSize: 64 }), await ref('osediff.png'));
+        try { await ose.adjust(1, 1); out.oseAdjust = 'resolved'; } catch (e) { out.oseAdjust = e.message; }
+        return out;
+      });
+      console.log(JSON.stringify(r));
+      assert.equal(r.backend, webgpu ? 'webgpu' : 'cpu');
+      for (const k of ['default', 'adjustable', 'adjustBack', 'wavelet', 'osediff']) {
+        assert.ok(r[k].max <= 1, `${k}: max difference ${r[k].max} levels (${r[k].n} values)`);
+      }
+      assert.match(r.oseAdjust, /adjust\(\) needs a PiSA-SR model/);
+    } finally {
+      await ctx.close();
+    }
+  });
+}

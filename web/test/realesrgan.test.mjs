@@ -1,0 +1,89 @@
+// Real-ESRGAN x4plus with the real weights in headless Chromium (WebGPU on SwiftShader, and
+// the CPU fallback) against the native CLI on the same photo; the IndexedDB cache.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { browser, harness, onestep, scratch, server } from './helpers.mjs';
+
+const MODEL = '/models/realesrgan-x4plus/manifest.json';
+// 16x16: WebGPU on SwiftShader (the only adapter in CI) runs RRDBNet at about 0.5 GFLOP/s.
+const PHOTO = 'tests/fixtures/realesrgan/chelsea_16.png';
+let srv, out;
+
+before(async () => {
+  out = scratch();
+  // The reference: the native CLI on burn's CPU backend.
+  onestep('upscale', PHOTO, '-o', `${out}/native.png`, '--device', 'cpu');
+  srv = await server({ '/out/': out });
+});
+after(() => srv.close());
+
+async function upscaleInPage(page, opts = {}) {
+  return page.evaluate(async ({ model, photo, opts }) => {
+    const t0 = performance.now();
+    const up = await window.pkg.Upscaler.load(model, opts);
+    const t1 = performance.now();
+    const img = await window.pixels(photo);
+    const stages = [];
+    const result = await up.upscale(img, { onProgress: (p) => stages.push(p.stage) });
+    const t2 = performance.now();
+    const d = window.diff(result, await window.pixels('/out/native.png'));
+    return { info: up.info, diff: d, size: [result.width, result.height], stages, loadMs: t1 - t0, runMs: t2 - t1 };
+  }, { model: MODEL, photo: `/fixtures/realesrgan/chelsea_16.png`, opts });
+}
+
+test('WebGPU: the browser gives the native CLI image within 1 level; a second load reads only IndexedDB', async () => {
+  const profile = scratch();
+  let ctx = await browser({ profile });
+  try {
+    const page = await harness(ctx, srv.url);
+    const caps = await page.evaluate(() => window.pkg.capabilities({ width: 128, height: 128 }));
+    assert.equal(caps.webgpu, true, 'SwiftShader WebGPU adapter expected');
+    assert.ok(caps.estimate.peakBytes > 0, JSON.stringify(caps.estimate));
+    srv.clear();
+    const r = await upscaleInPage(page);
+    console.log('webgpu', JSON.stringify({ ...r, stages: r.stages.length }));
+    assert.equal(r.info.backend, 'webgpu');
+    assert.deepEqual(r.size, [64, 64]);
+    assert.ok(r.diff.max <= 1, `max difference ${r.diff.max} levels (${r.diff.n} values differ)`);
+    assert.equal(r.info.fromNetwork, 1);
+    assert.ok(srv.requests('/models/realesrgan-x4plus/shard-') >= 1);
+    const cached = await page.evaluate(() => window.pkg.Upscaler.cached());
+    assert.equal(cached.length, 1);
+    assert.equal(cached[0].complete, true);
+    assert.equal(cached[0].bytes, 33423116);
+  } finally {
+    await ctx.close();
+  }
+  // A new browser on the same profile: the model comes from IndexedDB, no shard request.
+  srv.clear();
+  ctx = await browser({ profile });
+  try {
+    const page = await harness(ctx, srv.url);
+    const info = await page.evaluate(async (m) => (await window.pkg.Upscaler.load(m)).info, MODEL);
+    assert.equal(srv.requests('/models/realesrgan-x4plus/shard-'), 0, 'shard requests on the second load');
+    assert.equal(info.fromCache, 1);
+    assert.equal(info.fromNetwork, 0);
+    assert.equal(await page.evaluate((m) => window.pkg.Upscaler.evict(m), `${srv.url}${MODEL}`), true);
+    assert.deepEqual(await page.evaluate(() => window.pkg.Upscaler.cached()), []);
+  } finally {
+    await ctx.close();
+  }
+});
+
+test('without WebGPU the CPU fallback upscales and says so', async () => {
+  const ctx = await browser({ webgpu: false });
+  try {
+    const page = await harness(ctx, srv.url);
+    const caps = await page.evaluate(() => window.pkg.capabilities());
+    assert.equal(caps.webgpu, false);
+    assert.equal(caps.backend, 'cpu');
+    assert.match(caps.notice, /CPU/);
+    const r = await upscaleInPage(page);
+    console.log('cpu', JSON.stringify({ ...r, stages: r.stages.length }));
+    assert.equal(r.info.backend, 'cpu');
+    assert.match(r.info.notices.join(' '), /CPU/);
+    assert.ok(r.diff.max <= 1, `max difference ${r.diff.max} levels`);
+  } finally {
+    await ctx.close();
+  }
+});
