@@ -353,7 +353,10 @@ impl Upscaler {
         future_to_promise(async move {
             with_state(cell, |mut s| async move {
                 let r = async {
-                    let Model::Sd(up) = &s.model else { return Err("adjust() needs a PiSA-SR model".to_string()) };
+                    let up = match &s.model {
+                        Model::Sd(up) if up.model.config.method == Method::PisaSr => up,
+                        _ => return Err("adjust() needs a PiSA-SR model".to_string()),
+                    };
                     let (restoration, alpha) = s
                         .last
                         .as_mut()

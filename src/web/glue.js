@@ -87,6 +87,10 @@ export function errorMessage(e) {
   return String(e);
 }
 
+export function absoluteUrl(url) {
+  return new URL(url, globalThis.location?.href).href;
+}
+
 export function resolveUrl(file, base) {
   return new URL(file, new URL(base, globalThis.location?.href)).href;
 }

@@ -20,6 +20,8 @@ extern "C" {
     pub fn error_name(e: &JsValue) -> String;
     #[wasm_bindgen(js_name = errorMessage)]
     pub fn error_message(e: &JsValue) -> String;
+    #[wasm_bindgen(catch, js_name = absoluteUrl)]
+    pub fn absolute_url(url: &str) -> Result<String, JsValue>;
     #[wasm_bindgen(catch, js_name = resolveUrl)]
     pub fn resolve_url(file: &str, base: &str) -> Result<String, JsValue>;
     #[wasm_bindgen(catch, js_name = fetchText)]

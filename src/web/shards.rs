@@ -85,6 +85,11 @@ async fn manifest_text(url: &str, signal: &JsValue, notices: &mut Vec<String>) -
     }
 }
 
+/// The cache is keyed by absolute URLs, whichever form the caller used.
+fn absolute(url: &str) -> Result<String, String> {
+    glue::absolute_url(url).map_err(|e| format!("{url:?} is not a URL: {}", glue::error_message(&e)))
+}
+
 fn hex_sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -154,6 +159,7 @@ async fn fetch_shard(
 
 /// Load every shard of the manifest at `url` into a store on `device`.
 pub async fn load(url: &str, device: &Device, opts: &LoadOptions) -> Result<(Manifest, ParamStore, LoadReport), String> {
+    let url = &absolute(url)?;
     let mut report = LoadReport::default();
     let text = manifest_text(url, &opts.signal, &mut report.notices).await?;
     let manifest = Manifest::from_json(&text).map_err(|e| format!("{url} is not a weight manifest: {e}"))?;
@@ -295,6 +301,7 @@ pub async fn cached() -> Result<JsValue, String> {
 
 /// Delete a cached model's shards and record; true when there was one.
 pub async fn evict(url: &str) -> Result<bool, String> {
+    let url = &absolute(url)?;
     let rec = glue::idb_get(MODELS, url).await.map_err(|e| glue::error_message(&e))?;
     if rec.is_null() || rec.is_undefined() {
         return Ok(false);

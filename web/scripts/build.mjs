@@ -70,8 +70,20 @@ if (level !== 'none') {
 // 4. The front end: the worker, the element, the page, the service worker.
 rmSync(dist, { recursive: true, force: true });
 mkdirSync(dist, { recursive: true });
+// The service worker precaches the shell and every file of pkg/ (its snippets included).
+const pkgFiles = [];
+const walk = (d, rel) => {
+  for (const f of readdirSync(d)) {
+    const full = join(d, f);
+    if (statSync(full).isDirectory()) walk(full, `${rel}${f}/`);
+    else if (!/(\.d\.ts|\.gitkeep|sizes\.json|package\.json)$/.test(f)) pkgFiles.push(`./pkg/${rel}${f}`);
+  }
+};
+walk(pkg, '');
+const shell = ['./', './index.html', './app.js', './worker.js', './manifest.webmanifest', './icon.svg', ...pkgFiles];
 await esbuild.build({
   entryPoints: { app: join(web, 'src', 'app.ts'), worker: join(web, 'src', 'worker.ts'), sw: join(web, 'src', 'sw.ts') },
+  define: { __SHELL__: JSON.stringify(shell), __VERSION__: JSON.stringify(`onestep-sr-${Date.now().toString(36)}`) },
   outdir: dist,
   bundle: true,
   format: 'esm',

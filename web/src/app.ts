@@ -30,24 +30,25 @@ async function showCache() {
 
 function serviceWorker() {
   if (!('serviceWorker' in navigator) || location.protocol === 'file:') return;
+  const prompt = (w: ServiceWorker) => {
+    const b = $('update') as HTMLButtonElement;
+    b.hidden = false;
+    b.onclick = () => w.postMessage('skipWaiting');
+  };
+  const hadController = Boolean(navigator.serviceWorker.controller);
   navigator.serviceWorker.register('./sw.js').then((reg) => {
-    const prompt = (w: ServiceWorker) => {
-      const b = $('update') as HTMLButtonElement;
-      b.hidden = false;
-      b.onclick = () => w.postMessage('skipWaiting');
-    };
-    if (reg.waiting) prompt(reg.waiting);
-    reg.onupdatefound = () => {
+    if (reg.waiting && hadController) prompt(reg.waiting);
+    reg.addEventListener('updatefound', () => {
       const w = reg.installing!;
-      w.onstatechange = () => {
-        if (w.state !== 'installed') return;
-        if (navigator.serviceWorker.controller) prompt(w);
-        else $('offline').hidden = false;
-      };
-    };
+      w.addEventListener('statechange', () => { if (w.state === 'installed' && navigator.serviceWorker.controller) prompt(w); });
+    });
   });
+  // The shell is cached once a service worker is active.
+  navigator.serviceWorker.ready.then(() => { $('offline').hidden = false; });
   let reloaded = false;
-  navigator.serviceWorker.addEventListener('controllerchange', () => { if (!reloaded) { reloaded = true; location.reload(); } });
+  navigator.serviceWorker.addEventListener('controllerchange', () => {
+    if (hadController && !reloaded) { reloaded = true; location.reload(); }
+  });
 }
 
 if (typeof document !== 'undefined' && document.getElementById('caps')) {

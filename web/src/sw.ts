@@ -2,9 +2,11 @@
 // live in IndexedDB, shard by shard). A new version waits until the page says skipWaiting.
 /// <reference lib="webworker" />
 const sw = self as unknown as ServiceWorkerGlobalScope;
-const VERSION = 'onestep-sr-v1';
-const SHELL = ['./', './index.html', './app.js', './worker.js', './manifest.webmanifest', './icon.svg',
-  './pkg/onestep_sr.js', './pkg/onestep_sr_bg.wasm'];
+// Filled in by the build: the app shell and every file of pkg/, and a version per build.
+declare const __SHELL__: string[];
+declare const __VERSION__: string;
+const VERSION = __VERSION__;
+const SHELL = __SHELL__;
 
 sw.addEventListener('install', (e) => e.waitUntil(caches.open(VERSION).then((c) => c.addAll(SHELL))));
 

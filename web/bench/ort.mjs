@@ -1,0 +1,71 @@
+// Our Real-ESRGAN x4plus in Chromium against onnxruntime-web on the same weights and the same
+// tile (a 16x16 input = one 36x36 tile after the 10 px padding), in one browser session:
+// WebGPU vs ORT's WebGPU execution provider, our CPU fallback vs ORT's wasm provider.
+// Single-threaded wasm on both sides (the page is not cross-origin isolated).
+//
+//   python web/bench/export_onnx.py models/realesrgan-x4plus $ONESTEP_CACHE/bench/realesrgan-x4plus-36.onnx
+//   node web/bench/ort.mjs            (after npm --prefix web run build)
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { browser, harness, root, server } from '../test/helpers.mjs';
+
+const cache = process.env.ONESTEP_CACHE ?? join(homedir(), '.cache', 'onestep-sr');
+const onnx = process.env.ONNX ?? join(cache, 'bench', 'realesrgan-x4plus-36.onnx');
+if (!existsSync(onnx)) throw new Error(`${onnx} is missing: run web/bench/export_onnx.py (see the header)`);
+const runs = Number(process.env.RUNS ?? 2);
+
+const srv = await server({ '/ort/': join(root, 'web', 'node_modules', 'onnxruntime-web', 'dist'), '/onnx/': join(onnx, '..') });
+const ctx = await browser();
+try {
+  const page = await harness(ctx, srv.url);
+  const r = await page.evaluate(async ({ file, runs }) => {
+    const ort = await import('/ort/ort.all.min.mjs');
+    ort.env.wasm.wasmPaths = '/ort/';
+    ort.env.wasm.numThreads = 1;
+    const img = await window.pixels('/fixtures/realesrgan/chelsea_16.png');
+    // The same tile our pipeline runs: reflect-padded by 10, planar RGB in 0..1.
+    const P = 10, n = 16 + 2 * P, tile = new Float32Array(3 * n * n);
+    const refl = (i) => (i < 0 ? -i : i >= 16 ? 30 - i : i);
+    for (let y = 0; y < n; y++) for (let x = 0; x < n; x++) for (let c = 0; c < 3; c++)
+      tile[(c * n + y) * n + x] = img.data[(refl(y - P) * 16 + refl(x - P)) * 4 + c] / 255;
+    const time = async (f) => {
+      await f(); // warm-up: shader compilation, allocation
+      const t = [];
+      for (let i = 0; i < runs; i++) { const t0 = performance.now(); await f(); t.push(performance.now() - t0); }
+      return Math.min(...t);
+    };
+    const out = {};
+    let mine;
+    for (const backend of ['webgpu', 'cpu']) {
+      const up = await window.pkg.Upscaler.load('/models/realesrgan-x4plus/manifest.json', { backend });
+      out[`ours_${backend}`] = await time(async () => { mine = await up.upscale(img); });
+      up.free();
+    }
+    for (const ep of ['webgpu', 'wasm']) {
+      const s = await ort.InferenceSession.create(`/onnx/${file}`, { executionProviders: [ep] });
+      const feeds = { input: new ort.Tensor('float32', tile, [1, 3, n, n]) };
+      let y;
+      out[`ort_${ep}`] = await time(async () => { const o = await s.run(feeds); y = await o.output.getData(); });
+      await s.release();
+      // Same weights, same function: ORT's tile cropped and quantised like ours.
+      const N = 4 * n, C = 4 * P;
+      let max = 0;
+      for (let yy = 0; yy < 64; yy++) for (let x = 0; x < 64; x++) for (let c = 0; c < 3; c++) {
+        const v = Math.min(255, Math.max(0, Math.trunc(y[(c * N + yy + C) * N + x + C] * 255 + 0.5)));
+        max = Math.max(max, Math.abs(v - mine.data[(yy * 64 + x) * 4 + c]));
+      }
+      out[`ort_${ep}_vs_ours_levels`] = max;
+    }
+    return out;
+  }, { file: onnx.split('/').pop(), runs });
+  const ratio = (a, b) => (a / b).toFixed(2);
+  console.log(JSON.stringify(r));
+  console.log(`| path | ours (ms) | onnxruntime-web (ms) | ours / ORT |`);
+  console.log(`|---|---|---|---|`);
+  console.log(`| WebGPU (SwiftShader) vs ORT webgpu EP | ${r.ours_webgpu.toFixed(0)} | ${r.ort_webgpu.toFixed(0)} | ${ratio(r.ours_webgpu, r.ort_webgpu)} |`);
+  console.log(`| CPU fallback vs ORT wasm EP | ${r.ours_cpu.toFixed(0)} | ${r.ort_wasm.toFixed(0)} | ${ratio(r.ours_cpu, r.ort_wasm)} |`);
+} finally {
+  await ctx.close();
+  await srv.close();
+}
