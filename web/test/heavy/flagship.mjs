@@ -1,0 +1,55 @@
+// The flagship in the browser (heavy, outside CI): the full-size PiSA-SR architecture (SD
+// 2.1-base UNet + VAE with both LoRAs; random weights in the official layout, 1.9 GB of f16
+// shards made by scripts/bench-pisa-sr-fullsize.sh) loads in headless Chromium with a peak
+// wasm memory ≤ 256 MiB and upscales a 32x32 photo to 128x128, compared with the native CLI.
+//
+//   scripts/bench-pisa-sr-fullsize.sh   (once: makes $WORK/model; needs the torch venv)
+//   npm --prefix web run build && node web/test/heavy/flagship.mjs
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { browser, harness, onestep, scratch, server } from '../helpers.mjs';
+
+const cache = process.env.ONESTEP_CACHE ?? join(homedir(), '.cache', 'onestep-sr');
+const model = join(process.env.WORK ?? join(cache, 'bench-sd'), 'model');
+if (!existsSync(join(model, 'manifest.json'))) throw new Error(`${model} is missing: run scripts/bench-pisa-sr-fullsize.sh first`);
+const backend = process.env.BACKEND ?? 'webgpu';
+
+const out = scratch();
+let t = Date.now();
+onestep('upscale', 'tests/fixtures/realesrgan/chelsea_32.png', '-o', `${out}/native.png`, '--model', model, '--device', 'cpu', '--process-size', '128');
+console.log(`native CLI (CPU backend, f32): ${((Date.now() - t) / 1000).toFixed(1)} s`);
+const srv = await server({ '/big/': model, '/out/': out });
+const ctx = await browser();
+try {
+  const page = await harness(ctx, srv.url);
+  page.setDefaultTimeout(0);
+  const r = await page.evaluate(async (backend) => {
+    const mem = () => window.wasmMemory.buffer.byteLength;
+    const t0 = performance.now();
+    let maxDuringLoad = 0;
+    const up = await window.pkg.Upscaler.load('/big/manifest.json', {
+      backend,
+      onProgress: () => { maxDuringLoad = Math.max(maxDuringLoad, mem()); },
+    });
+    const t1 = performance.now();
+    const img = await window.pixels('/fixtures/realesrgan/chelsea_32.png');
+    const result = await up.upscale(img, { processSize: 128 });
+    const t2 = performance.now();
+    return {
+      info: up.info, size: [result.width, result.height],
+      diff: window.diff(result, await window.pixels('/out/native.png')),
+      loadS: (t1 - t0) / 1000, upscaleS: (t2 - t1) / 1000,
+      wasmMiBAfterLoad: maxDuringLoad / 1048576, wasmMiBPeak: mem() / 1048576,
+    };
+  }, backend);
+  console.log(JSON.stringify(r));
+  assert.deepEqual(r.size, [128, 128]);
+  assert.ok(r.wasmMiBPeak <= 256, `peak wasm memory ${r.wasmMiBPeak} MiB`);
+  assert.ok(r.diff.max <= 1, `max difference ${r.diff.max} levels (${r.diff.n} values)`);
+  console.log('flagship: ok');
+} finally {
+  await ctx.close();
+  await srv.close();
+}
