@@ -46,7 +46,10 @@ function bindgenCli(version) {
 const kb = (n) => `${(n / 1024).toFixed(0)} KiB`;
 const mib = (n) => `${(n / 1048576).toFixed(2)} MiB`;
 
-// 1. The crate for wasm32.
+// 1. The crate for wasm32 (the target is added if this toolchain lacks it).
+if (!execFileSync('rustup', ['target', 'list', '--installed']).toString().includes('wasm32-unknown-unknown')) {
+  run('rustup', ['target', 'add', 'wasm32-unknown-unknown']);
+}
 run('cargo', ['build', '--release', '--lib', '--target', 'wasm32-unknown-unknown'], {
   env: { ...process.env, CARGO_TARGET_DIR: target },
 });
