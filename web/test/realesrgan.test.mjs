@@ -83,6 +83,28 @@ test('without WebGPU the CPU fallback upscales and says so', async () => {
     assert.equal(r.info.backend, 'cpu');
     assert.match(r.info.notices.join(' '), /CPU/);
     assert.ok(r.diff.max <= 1, `max difference ${r.diff.max} levels`);
+    // Cancellation between tiles; the Upscaler stays usable; bad options are clear errors.
+    const c = await page.evaluate(async (model) => {
+      const up = await window.pkg.Upscaler.load(model);
+      const img = await window.pixels('/fixtures/realesrgan/chelsea_16.png');
+      const ac = new AbortController();
+      const out = { tiles: 0 };
+      try {
+        await up.upscale(img, { tile: 16, overlap: 4, signal: ac.signal, onProgress: (p) => { out.tiles = p.total; if (p.done === 1) ac.abort(); } });
+        out.cancel = 'resolved';
+      } catch (e) { out.cancel = e.message; }
+      out.after = (await up.upscale(img)).width;
+      for (const [k, o] of [['tile', { tile: 8, overlap: 8 }], ['lambda', { lambdaPix: 1 }], ['image', {}]]) {
+        try { await up.upscale(k === 'image' ? 'not an image' : img, o); out[k] = 'resolved'; } catch (e) { out[k] = e.message; }
+      }
+      return out;
+    }, MODEL);
+    assert.ok(c.tiles > 1, `${c.tiles} tiles`);
+    assert.equal(c.cancel, 'cancelled');
+    assert.equal(c.after, 64);
+    assert.match(c.tile, /tile must be positive and larger than overlap/);
+    assert.match(c.lambda, /apply to PiSA-SR models only/);
+    assert.match(c.image, /takes an ImageData or an ImageBitmap/);
   } finally {
     await ctx.close();
   }
