@@ -152,6 +152,7 @@ impl From<crate::pipeline::RunError> for Error {
     fn from(e: crate::pipeline::RunError) -> Self {
         match e {
             crate::pipeline::RunError::Cancelled => Error::Cancelled,
+            e @ (crate::pipeline::RunError::OutOfMemory(_) | crate::pipeline::RunError::DeviceLost(_)) => Error::Execution(e.to_string()),
             crate::pipeline::RunError::Execution(m) => Error::Execution(m),
         }
     }

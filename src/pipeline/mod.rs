@@ -40,17 +40,52 @@ impl PartialEq for Cancel {
     }
 }
 
-/// Why a diffusion run stopped.
+/// Why a run stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("cancelled")]
     Cancelled,
+    /// The device ran out of memory: smaller tiles may fit.
+    #[error("the GPU ran out of memory: {0}; try a smaller tile or a smaller image")]
+    OutOfMemory(String),
+    /// The device is gone (driver reset, tab in the background too long, a kernel fault):
+    /// every later call on it fails.
+    #[error("the GPU device was lost: {0}; reload the page (or restart the program) to start a new one")]
+    DeviceLost(String),
     #[error("the device failed while running the model: {0}")]
     Execution(String),
 }
 
 impl From<burn::tensor::ExecutionError> for RunError {
     fn from(e: burn::tensor::ExecutionError) -> Self {
-        Self::Execution(format!("{e:?}"))
+        use burn::tensor::ExecutionError as E;
+        match e {
+            E::DevicePoisoned { reason } => Self::DeviceLost(reason),
+            // burn reports allocation failures as text only.
+            e if e.to_string().to_ascii_lowercase().replace(['-', '_'], " ").contains("out of memory")
+                || e.to_string().contains("OutOfMemory") =>
+            {
+                Self::OutOfMemory(e.to_string().lines().last().unwrap_or_default().trim().to_string())
+            }
+            e => Self::Execution(format!("{e:?}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RunError;
+    use burn::tensor::ExecutionError;
+
+    #[test]
+    fn device_errors_are_told_apart() {
+        let lost = RunError::from(ExecutionError::device_poisoned("VK_ERROR_DEVICE_LOST"));
+        assert!(matches!(lost, RunError::DeviceLost(_)), "{lost:?}");
+        assert!(lost.to_string().contains("reload the page"));
+        let oom = RunError::from(ExecutionError::with_context("allocation failed\nOut of memory: 268435456 bytes"));
+        assert!(matches!(oom, RunError::OutOfMemory(_)), "{oom:?}");
+        assert!(oom.to_string().contains("Out of memory: 268435456 bytes; try a smaller tile"), "{oom}");
+        let other = RunError::from(ExecutionError::with_context("shader failed to compile"));
+        assert!(matches!(other, RunError::Execution(_)), "{other:?}");
     }
 }

@@ -175,10 +175,7 @@ fn run_progress(on: Option<js_sys::Function>, signal: JsValue, cancel: Cancel) -
 }
 
 fn run_error(e: RunError) -> String {
-    match e {
-        RunError::Cancelled => "cancelled".into(),
-        RunError::Execution(m) => format!("the GPU failed while running the model: {m}"),
-    }
+    e.to_string()
 }
 
 /// RGBA pixels → RGB and an alpha plane (None when fully opaque).
@@ -250,7 +247,17 @@ async fn upscale_with(state: &mut State, image: JsValue, opts: JsValue) -> Resul
             if tile.tile == 0 || tile.overlap >= tile.tile {
                 return Err("tile must be positive and larger than overlap".into());
             }
-            let out = gan::upscale_async(&up.model, &state.device, &rgb, tile, &mut progress, &cancel).await.map_err(run_error)?;
+            let out = match gan::upscale_async(&up.model, &state.device, &rgb, tile, &mut progress, &cancel).await {
+                // One retry with tiles of half the side (a quarter of the memory).
+                Err(RunError::OutOfMemory(why)) if tile.tile >= 64 => {
+                    let smaller = TileOptions { tile: tile.tile / 2, overlap: tile.overlap.min(tile.tile / 8) };
+                    let msg = format!("out of GPU memory with {} px tiles ({why}); retrying once with {} px tiles", tile.tile, smaller.tile);
+                    web_sys::console::warn_1(&msg.into());
+                    gan::upscale_async(&up.model, &state.device, &rgb, smaller, &mut progress, &cancel).await
+                }
+                r => r,
+            }
+            .map_err(run_error)?;
             Ok(to_image_data(&out, alpha.as_ref()))
         }
         Model::Sd(up) => {
