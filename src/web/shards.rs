@@ -246,6 +246,12 @@ pub async fn load(url: &str, device: &Device, opts: &LoadOptions) -> Result<(Man
             }
         };
         store.insert_shard(&manifest, i, &bytes).map_err(|e| e.to_string())?;
+        drop(bytes);
+        // burn's fusion queue holds uploads back to batch them, and with them their host
+        // copies: hand them to the device and wait for the queue, so the wasm heap holds
+        // one shard at a time (without this, 640 MiB for the full-size PiSA-SR).
+        device.flush().map_err(|e| format!("the device failed while receiving the weights: {e}"))?;
+        let _ = burn::tensor::Tensor::<1>::zeros([1], device).into_data_async().await;
         done += shard.bytes as f64;
     }
     if cache_ok {
