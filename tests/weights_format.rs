@@ -131,3 +131,38 @@ fn a_tensor_larger_than_a_shard_is_split_and_reassembled() {
     store.take("small", [3]).unwrap();
     store.finish().unwrap();
 }
+
+/// The browser's upload path: every tensor (and every part of a split one) copied in row
+/// blocks of a few bytes and joined on the device gives the same tensors.
+#[test]
+fn uploading_in_row_blocks_gives_the_same_tensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = ShardWriter::create(dir.path()).unwrap().with_max_shard(1024);
+    let big: Vec<f32> = (0..40 * 9).map(|i| (i % 1000) as f32 - 300.0).collect();
+    w.add_f16("big", &[40, 3, 3], &big).unwrap(); // 720 bytes: split across shards
+    w.add_f32("bias", &[7], &[1.0, -2.0, 3.0, 4.5, 5.0, 6.0, 7.0]).unwrap();
+    w.add_f16("scalar", &[], &[2.5]).unwrap();
+    w.add_f16("wide", &[2, 400], &(0..800).map(|i| (i % 7) as f32).collect::<Vec<_>>()).unwrap();
+    let m = w.finish("blocks", "none", serde_json::Value::Null, serde_json::Value::Null).unwrap();
+    assert!(m.tensors.iter().any(|t| t.part.is_some()), "the test needs a tensor split across shards");
+    let device = common::cpu();
+    let mut store = weights::ParamStore::new(&device);
+    for (i, s) in m.shards.iter().enumerate() {
+        let bytes = std::fs::read(dir.path().join(&s.file)).unwrap();
+        let mut reads = vec![];
+        store
+            .insert_shard_blocks(&m, i, 100, &mut |o, l| {
+                reads.push(l);
+                bytes[o as usize..(o + l) as usize].to_vec()
+            })
+            .unwrap();
+        // Blocks of at most 100 bytes, or one row when a row is larger (`wide`: 800 bytes).
+        assert!(reads.iter().all(|&l| l <= 100 || l == 800), "{reads:?}");
+    }
+    let values = |t: burn::tensor::Tensor<1>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    assert_eq!(values(store.take::<3>("big", [40, 3, 3]).unwrap().reshape([360])), big);
+    assert_eq!(values(store.take::<1>("bias", [7]).unwrap()), vec![1.0, -2.0, 3.0, 4.5, 5.0, 6.0, 7.0]);
+    assert_eq!(values(store.take::<2>("wide", [2, 400]).unwrap().reshape([800]))[..8], [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 0.0]);
+    store.take::<0>("scalar", []).unwrap();
+    store.finish().unwrap();
+}

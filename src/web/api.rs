@@ -40,6 +40,8 @@ export interface LoadOptions {
   backend?: "auto" | "webgpu" | "cpu";
   /** "auto": f16 compute when the adapter has shader-f16, else f32. */
   precision?: "auto" | "f16" | "f32";
+  /** Largest piece of a tensor copied into the wasm heap at a time (default 4 MiB). */
+  uploadBlockBytes?: number;
 }
 export interface RunProgress { stage: string; done: number; total: number }
 export interface UpscaleOptions {
@@ -308,6 +310,7 @@ impl Upscaler {
                 on_progress: function_opt(&opts, "onProgress"),
                 signal: get(&opts, "signal"),
                 persist: get(&opts, "persist").is_truthy(),
+                block_bytes: get_f64(&opts, "uploadBlockBytes").map_or(shards::BLOCK_BYTES, |v| (v as u64).max(1)),
             };
             let (manifest, store, report) = shards::load(&manifest_url, &gpu.device, &load).await.map_err(js_error)?;
             let model = Model::from_store(&manifest, store, &gpu.device).map_err(|e| js_error(e.to_string()))?;

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use wasm_bindgen::prelude::*;
 
 use super::glue::{self, aborted, get, get_f64, object};
-use crate::weights::{Manifest, ParamStore, verify_shard};
+use crate::weights::{Manifest, ParamStore, WeightsError, check_digest, check_size};
 use burn::tensor::Device;
 
 const SHARDS: &str = "shards";
@@ -20,6 +20,27 @@ pub struct LoadOptions {
     pub signal: JsValue,
     /// Ask the browser to keep the cache under storage pressure.
     pub persist: bool,
+    /// Largest piece of a tensor copied into the wasm heap at a time.
+    pub block_bytes: u64,
+}
+
+/// The default [`LoadOptions::block_bytes`]: 4 MiB (8 MiB once widened to f32).
+pub const BLOCK_BYTES: u64 = 4 << 20;
+
+/// Size and SHA-256 of a shard held by JavaScript, hashed in blocks so that the wasm heap never
+/// holds the whole shard.
+fn verify(index: usize, count: usize, shard: &crate::weights::ShardEntry, bytes: &js_sys::Uint8Array) -> Result<(), WeightsError> {
+    let len = bytes.length() as u64;
+    check_size(index, count, shard, len)?;
+    let mut h = Sha256::new();
+    let mut buf = Vec::new();
+    for a in (0..len).step_by(BLOCK_BYTES as usize) {
+        let b = (a + BLOCK_BYTES).min(len);
+        buf.resize((b - a) as usize, 0);
+        bytes.subarray(a as u32, b as u32).copy_to(&mut buf);
+        h.update(&buf);
+    }
+    check_digest(index, count, shard, &hex::encode(h.finalize()))
 }
 
 /// How a load went: where the shards came from, and anything the caller should know.
@@ -103,7 +124,7 @@ async fn fetch_shard(
     opts: &LoadOptions,
     progress: &Progress<'_>,
     done_before: f64,
-) -> Result<Vec<u8>, String> {
+) -> Result<js_sys::Uint8Array, String> {
     let count = manifest.shards.len();
     let shard = &manifest.shards[index];
     let url = glue::resolve_url(&shard.file, base).map_err(|e| glue::error_message(&e))?;
@@ -142,8 +163,8 @@ async fn fetch_shard(
         if ty.to_ascii_lowercase().starts_with("text/html") {
             return Err(format!("{what}: the server answered with an HTML page instead of weights ({url}); check the model URL"));
         }
-        let bytes = js_sys::Uint8Array::new(&get(&r, "bytes")).to_vec();
-        match verify_shard(index, count, shard, &bytes) {
+        let bytes = js_sys::Uint8Array::new(&get(&r, "bytes"));
+        match verify(index, count, shard, &bytes) {
             Ok(()) => {
                 progress.report("download", index + 1, done_before + shard.bytes as f64);
                 if attempt > 0 {
@@ -215,9 +236,9 @@ pub async fn load(url: &str, device: &Device, opts: &LoadOptions) -> Result<(Man
         let mut bytes = None;
         if cached.contains(&key(i)) {
             if let Ok(v) = glue::idb_get(SHARDS, &key(i)).await {
-                let v = if v.is_null() { Vec::new() } else { js_sys::Uint8Array::new(&v).to_vec() };
+                let v = if v.is_null() { js_sys::Uint8Array::new_with_length(0) } else { js_sys::Uint8Array::new(&v) };
                 // A damaged cache entry is dropped and downloaded again.
-                if verify_shard(i, count, shard, &v).is_ok() {
+                if verify(i, count, shard, &v).is_ok() {
                     bytes = Some(v);
                     report.from_cache += 1;
                     progress.report("cache", i + 1, done + shard.bytes as f64);
@@ -232,8 +253,7 @@ pub async fn load(url: &str, device: &Device, opts: &LoadOptions) -> Result<(Man
                 let b = fetch_shard(&manifest, url, i, opts, &progress, done).await?;
                 report.from_network += 1;
                 if cache_ok {
-                    let view = js_sys::Uint8Array::from(b.as_slice());
-                    if let Err(e) = glue::idb_put(SHARDS, &key(i), &view).await {
+                    if let Err(e) = glue::idb_put(SHARDS, &key(i), &b).await {
                         cache_ok = false;
                         let why = match glue::error_name(&e).as_str() {
                             "QuotaExceededError" => "the storage quota is exhausted".to_string(),
@@ -245,7 +265,13 @@ pub async fn load(url: &str, device: &Device, opts: &LoadOptions) -> Result<(Man
                 b
             }
         };
-        store.insert_shard(&manifest, i, &bytes).map_err(|e| e.to_string())?;
+        store
+            .insert_shard_blocks(&manifest, i, opts.block_bytes, &mut |offset, length| {
+                let mut v = vec![0u8; length as usize];
+                bytes.subarray(offset as u32, (offset + length) as u32).copy_to(&mut v);
+                v
+            })
+            .map_err(|e| e.to_string())?;
         drop(bytes);
         // burn's fusion queue holds uploads back to batch them, and with them their host
         // copies: hand them to the device and wait for the queue, so the wasm heap holds

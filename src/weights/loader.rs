@@ -23,18 +23,22 @@ pub trait ShardSource {
 
 /// Check a shard's size and SHA-256 against the manifest. Nothing unchecked is ever used.
 pub fn verify_shard(index: usize, count: usize, shard: &ShardEntry, bytes: &[u8]) -> Result<(), WeightsError> {
-    if bytes.len() as u64 != shard.bytes {
-        return Err(WeightsError::ShardSize {
-            index,
-            count,
-            file: shard.file.clone(),
-            got: bytes.len() as u64,
-            want: shard.bytes,
-        });
+    check_size(index, count, shard, bytes.len() as u64)?;
+    check_digest(index, count, shard, &hex::encode(Sha256::digest(bytes)))
+}
+
+/// The size half of [`verify_shard`] (for shards hashed piece by piece).
+pub fn check_size(index: usize, count: usize, shard: &ShardEntry, got: u64) -> Result<(), WeightsError> {
+    if got != shard.bytes {
+        return Err(WeightsError::ShardSize { index, count, file: shard.file.clone(), got, want: shard.bytes });
     }
-    let got = hex::encode(Sha256::digest(bytes));
+    Ok(())
+}
+
+/// The hash half of [`verify_shard`]: `got` is the shard's SHA-256 in hex.
+pub fn check_digest(index: usize, count: usize, shard: &ShardEntry, got: &str) -> Result<(), WeightsError> {
     if !got.eq_ignore_ascii_case(&shard.sha256) {
-        return Err(WeightsError::ShardHash { index, count, file: shard.file.clone(), got, want: shard.sha256.clone() });
+        return Err(WeightsError::ShardHash { index, count, file: shard.file.clone(), got: got.to_string(), want: shard.sha256.clone() });
     }
     Ok(())
 }

@@ -17,7 +17,7 @@ pub mod sd_convert;
 pub mod writer;
 
 pub use error::WeightsError;
-pub use loader::{LoadProgress, ShardSource, load_into_store, verify_shard};
+pub use loader::{LoadProgress, ShardSource, check_digest, check_size, load_into_store, verify_shard};
 #[cfg(not(target_arch = "wasm32"))]
 pub use loader::{DirSource, load_dir};
 pub use manifest::{DType, Manifest, ShardEntry, TensorEntry, TensorPart};

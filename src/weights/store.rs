@@ -125,30 +125,54 @@ impl ParamStore {
 
     /// Upload the tensors of one verified shard (widened to the device's float dtype).
     pub fn insert_shard(&mut self, manifest: &Manifest, shard: usize, bytes: &[u8]) -> Result<(), WeightsError> {
+        self.insert_shard_blocks(manifest, shard, u64::MAX, &mut |offset, length| {
+            bytes[offset as usize..(offset + length) as usize].to_vec()
+        })
+    }
+
+    /// [`Self::insert_shard`] reading the shard through `read(offset, length)` in blocks of
+    /// whole rows of at most `max_block` bytes (one row when a row is larger), so the host
+    /// never holds more than one block of a tensor: the browser keeps the shard outside the
+    /// wasm heap and copies in one block at a time. The blocks of a tensor (and the row-block
+    /// parts of a tensor split across shards) are joined on the device.
+    pub fn insert_shard_blocks(
+        &mut self,
+        manifest: &Manifest,
+        shard: usize,
+        max_block: u64,
+        read: &mut dyn FnMut(u64, u64) -> Vec<u8>,
+    ) -> Result<(), WeightsError> {
         for t in manifest.tensors.iter().filter(|t| t.shard == shard) {
-            let raw = &bytes[t.offset as usize..(t.offset + t.length) as usize];
             let dtype = match t.dtype {
                 DType::F16 => BurnDType::F16,
                 DType::F32 => BurnDType::F32,
             };
-            let data = TensorData::from_bytes_vec(raw.to_vec(), [t.numel()], dtype);
-            let tensor = Tensor::<1>::from_data(data, &self.device);
-            match t.part {
-                None => {
-                    self.tensors.insert(t.name.clone(), (t.shape.clone(), tensor));
+            let rows = t.shape.first().copied().unwrap_or(1).max(1);
+            let row_bytes = t.length / rows as u64;
+            let rows_per_block = ((max_block / row_bytes.max(1)) as usize).clamp(1, rows);
+            let blocks = self.parts.entry(t.name.clone()).or_default();
+            for r0 in (0..rows).step_by(rows_per_block) {
+                let n = rows_per_block.min(rows - r0);
+                let raw = read(t.offset + r0 as u64 * row_bytes, n as u64 * row_bytes);
+                let numel = raw.len() / t.dtype.size() as usize;
+                let mut shape = t.shape.clone();
+                if let Some(first) = shape.first_mut() {
+                    *first = n;
                 }
-                // Row blocks of one tensor: flat concatenation in order is the whole tensor.
-                Some(part) => {
-                    let got = self.parts.entry(t.name.clone()).or_default();
-                    got.push((t.shape.clone(), tensor));
-                    if got.len() == part.count {
-                        let blocks = self.parts.remove(&t.name).expect("just inserted");
-                        let mut shape = blocks[0].0.clone();
-                        shape[0] = blocks.iter().map(|(s, _)| s[0]).sum();
-                        let whole = Tensor::cat(blocks.into_iter().map(|(_, b)| b).collect(), 0);
-                        self.tensors.insert(t.name.clone(), (shape, whole));
-                    }
-                }
+                blocks.push((shape, Tensor::<1>::from_data(TensorData::from_bytes_vec(raw, [numel], dtype), &self.device)));
+            }
+            // Row blocks in order: their flat concatenation is the whole tensor.
+            if t.part.is_none_or(|p| p.index + 1 == p.count) {
+                let mut blocks = self.parts.remove(&t.name).expect("just inserted");
+                let (shape, whole) = if blocks.len() == 1 {
+                    let (_, b) = blocks.pop().expect("one block");
+                    (t.shape.clone(), b)
+                } else {
+                    let mut shape = blocks[0].0.clone();
+                    shape[0] = blocks.iter().map(|(s, _)| s[0]).sum();
+                    (shape, Tensor::cat(blocks.into_iter().map(|(_, b)| b).collect(), 0))
+                };
+                self.tensors.insert(t.name.clone(), (shape, whole));
             }
         }
         Ok(())

@@ -40,7 +40,8 @@ test('WebGPU: the browser gives the native CLI image within 1 level; a second lo
     assert.equal(caps.webgpu, true, 'SwiftShader WebGPU adapter expected');
     assert.ok(caps.estimate.peakBytes > 0, JSON.stringify(caps.estimate));
     srv.clear();
-    const r = await upscaleInPage(page);
+    // Tensors copied into the wasm heap in 64 KiB row blocks and joined on the GPU.
+    const r = await upscaleInPage(page, { uploadBlockBytes: 65536 });
     console.log('webgpu', JSON.stringify({ ...r, stages: r.stages.length }));
     assert.equal(r.info.backend, 'webgpu');
     assert.deepEqual(r.size, [64, 64]);
