@@ -165,22 +165,27 @@ pub enum Upscaler {
 }
 
 impl Upscaler {
+    /// Refuse a manifest of another architecture before its shards are read.
+    pub fn check_architecture(manifest: &Manifest) -> Result<(), Error> {
+        match manifest.architecture.as_str() {
+            "rrdbnet" | "osediff" | "pisa-sr" => Ok(()),
+            other => Err(WeightsError::Architecture { got: other.into(), want: "rrdbnet, osediff or pisa-sr".into() }.into()),
+        }
+    }
+
     /// The model `manifest` describes, from a store holding all its shards.
     pub fn from_store(manifest: &Manifest, store: ParamStore, device: &Device) -> Result<Self, Error> {
+        Self::check_architecture(manifest)?;
         match manifest.architecture.as_str() {
             "rrdbnet" => Ok(Self::Gan(GanUpscaler::from_store(manifest, store, device)?)),
-            "osediff" | "pisa-sr" => Ok(Self::Sd(SdUpscaler::from_store(manifest, store, device)?)),
-            other => Err(WeightsError::Architecture { got: other.into(), want: "rrdbnet, osediff or pisa-sr".into() }.into()),
+            _ => Ok(Self::Sd(SdUpscaler::from_store(manifest, store, device)?)),
         }
     }
 
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load(dir: &Path, device: &Device, progress: &mut dyn FnMut(LoadProgress)) -> Result<Self, Error> {
         // The architecture is checked before any shard is read.
-        let manifest = weights::loader::read_manifest(dir)?;
-        if !matches!(manifest.architecture.as_str(), "rrdbnet" | "osediff" | "pisa-sr") {
-            return Err(WeightsError::Architecture { got: manifest.architecture, want: "rrdbnet, osediff or pisa-sr".into() }.into());
-        }
+        Self::check_architecture(&weights::loader::read_manifest(dir)?)?;
         let (manifest, store) = weights::load_dir(dir, device, progress)?;
         Self::from_store(&manifest, store, device)
     }
