@@ -251,6 +251,23 @@ fn cancel_stops_between_tiles() {
     assert_eq!(tiles, 1, "stopped after the first of 9 tiles");
 }
 
+/// The retry after an out-of-memory run halves what the first try used: forced or planned.
+#[test]
+fn out_of_memory_retry_halves_the_tiles() {
+    use onestep_sr::pipeline::preprocess::PreprocessOptions;
+    use onestep_sr::pipeline::sd_upscale::SdTiling;
+    let (model, _) = tiny_pisa();
+    let img = photo(128);
+    let pre = PreprocessOptions::default();
+    let forced = SdTiling { latent_tile: Some(32), latent_overlap: Some(8), vae_rows: Some(64), ..Default::default() };
+    let half = forced.halved(&model, &img, pre);
+    assert_eq!((half.latent_tile, half.latent_overlap, half.vae_rows), (Some(16), Some(4), Some(32)));
+    // Planned: the 512x512 network input fits one 96-latent tile and one band by default.
+    let half = SdTiling::default().halved(&model, &img, pre);
+    assert_eq!((half.latent_tile, half.latent_overlap), (Some(48), Some(16)));
+    assert!(half.vae_rows.is_some_and(|r| r <= 256 && r % 8 == 0), "{:?}", half.vae_rows);
+}
+
 // ---------------------------------------------------------------- memory planner
 
 use onestep_sr::model::sd::OneStepConfig;

@@ -159,6 +159,7 @@ pub async fn upscale_async(
         let values = out.convert::<f32>().try_into_vec::<f32>().map_err(|e| RunError::Execution(format!("{e:?}")))?;
         tiler.accept(i, &values);
         progress(Progress { stage: "upscale", done: i + 1, total });
+        super::yield_to_host().await;
     }
     Ok(tiler.finish())
 }

@@ -40,6 +40,13 @@ impl PartialEq for Cancel {
     }
 }
 
+/// Gives the host a turn between tiles: in the browser the worker's queued events (an abort
+/// among them) run before the next tile. Nothing to do natively.
+pub(crate) async fn yield_to_host() {
+    #[cfg(target_arch = "wasm32")]
+    crate::web::glue::next_task().await;
+}
+
 /// Why a run stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

@@ -19,7 +19,7 @@ use super::colour_fix::{self, ColourFix};
 use super::one_step::{Guidance, Latent, OneStepSr};
 use super::preprocess::{PreprocessOptions, Preprocessed, preprocess, to_model_input, to_output_size, to_rgb8, to_unit_tensor};
 use crate::model::sd::Method;
-use crate::tiling::latent::{LatentTiles, tiled};
+use crate::tiling::latent::{Blend, LatentTiles};
 use crate::tiling::attention::set_max_scores;
 use crate::tiling::memory::{DeviceLimits, Precision, plan_sd};
 use crate::tiling::vae::{self, Bands, Norms, Park};
@@ -103,8 +103,72 @@ pub struct Restoration {
     region: Option<RegionStats>,
 }
 
+/// How [`SdTiling`] resolves for one network input: the planner's choices where the caller
+/// left `None`.
+struct Cuts {
+    rows: usize,
+    latent_tile: usize,
+    latent_overlap: usize,
+    max_scores: usize,
+    park_on_host: bool,
+}
+
+impl SdTiling {
+    fn cuts(&self, model: &OneStepSr, h: usize, w: usize) -> Cuts {
+        let precision = if model.dtype() == FloatDType::F16 { Precision::F16 } else { Precision::F32 };
+        let plan = plan_sd(&model.config, h, w, precision, self.limits).ok();
+        let latent_tile = self.latent_tile.or(plan.as_ref().map(|p| p.latent_tile)).unwrap_or(96);
+        Cuts {
+            rows: self.vae_rows.or(plan.as_ref().map(|p| p.vae_rows)).unwrap_or(h).max(8) / 8 * 8,
+            latent_tile,
+            latent_overlap: self.latent_overlap.or(plan.as_ref().map(|p| p.latent_overlap)).unwrap_or(32).min(latent_tile - 1),
+            max_scores: plan.as_ref().map_or(usize::MAX, |p| p.max_scores),
+            park_on_host: plan.as_ref().is_some_and(|p| p.park_on_host),
+        }
+    }
+
+    /// The tiling for the one retry after the device ran out of memory on `img`: latent tiles
+    /// of half the side (a quarter of the UNet's activations) and VAE bands of half the height.
+    pub fn halved(&self, model: &OneStepSr, img: &RgbImage, preprocess: PreprocessOptions) -> SdTiling {
+        let pre = preprocess_size(img, preprocess);
+        let c = self.cuts(model, pre.1 as usize, pre.0 as usize);
+        SdTiling {
+            latent_tile: Some((c.latent_tile / 2).max(8)),
+            latent_overlap: Some(c.latent_overlap / 2),
+            vae_rows: Some((c.rows / 2).max(8) / 8 * 8),
+            limits: self.limits,
+        }
+    }
+}
+
+/// The network input's size for `img`.
+fn preprocess_size(img: &RgbImage, opts: PreprocessOptions) -> (u32, u32) {
+    preprocess(img, opts).input.dimensions()
+}
+
+/// Waits until the device has computed `t` (one value is read back), so progress means work
+/// done, then gives the host a turn (in the browser an abort is seen before the next tile).
+async fn settle(t: &Tensor<4>) -> Result<(), RunError> {
+    t.clone().slice([0..1, 0..1, 0..1, 0..1]).into_data_async().await?;
+    super::yield_to_host().await;
+    Ok(())
+}
+
 /// Steps 1-3: pre-process, encode, the UNet pass(es).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn prepare(
+    model: &OneStepSr,
+    device: &Device,
+    img: &RgbImage,
+    opts: &SdOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Restoration, RunError> {
+    futures_lite::future::block_on(prepare_async(model, device, img, opts, progress))
+}
+
+/// [`prepare`], waiting for the device after the encoder and after each latent tile (and
+/// checking for cancellation there) without blocking.
+pub async fn prepare_async(
     model: &OneStepSr,
     device: &Device,
     img: &RgbImage,
@@ -113,47 +177,56 @@ pub fn prepare(
 ) -> Result<Restoration, RunError> {
     let pre = preprocess(img, opts.preprocess);
     let (w, h) = (pre.input.width() as usize, pre.input.height() as usize);
-    let t = &opts.tiling;
-    let precision = if model.dtype() == FloatDType::F16 { Precision::F16 } else { Precision::F32 };
-    let plan = plan_sd(&model.config, h, w, precision, t.limits).ok();
-    let rows = t.vae_rows.or(plan.as_ref().map(|p| p.vae_rows)).unwrap_or(h).max(8) / 8 * 8;
-    let latent_tile = t.latent_tile.or(plan.as_ref().map(|p| p.latent_tile)).unwrap_or(96);
-    let latent_overlap = t.latent_overlap.or(plan.as_ref().map(|p| p.latent_overlap)).unwrap_or(32).min(latent_tile - 1);
-    set_max_scores(plan.as_ref().map_or(usize::MAX, |p| p.max_scores));
+    let cuts = opts.tiling.cuts(model, h, w);
+    set_max_scores(cuts.max_scores);
     // Parking only helps when the compute device is not the host itself.
     let host = crate::device::cpu();
     // Not in the browser either: moving bands to the host needs a blocking readback there.
-    let park = plan
-        .as_ref()
-        .filter(|p| p.park_on_host && *device != host && !cfg!(target_arch = "wasm32"))
-        .map(|_| Park { compute: device.clone(), host });
+    let park = (cuts.park_on_host && *device != host && !cfg!(target_arch = "wasm32"))
+        .then(|| Park { compute: device.clone(), host });
 
     let x = to_model_input(&pre.input, device);
-    let moments = vae::encode(&model.vae.encoder, Bands::split(x, rows).parked(park.clone()), &mut Norms::default())
+    let moments = vae::encode(&model.vae.encoder, Bands::split(x, cuts.rows).parked(park.clone()), &mut Norms::default())
         .map(|t| model.vae.quant_conv.forward_f32(t))
         .join();
     let z = model.latent_from_moments(moments, opts.latent);
+    settle(&z).await?;
     progress(Progress { stage: "encode", done: 1, total: 1 });
     opts.cancel.check()?;
 
-    let tiles = LatentTiles::plan(h / 8, w / 8, latent_tile, latent_overlap);
-    let n = tiles.as_ref().map_or(1, |t| t.origins.len());
-    let unet = |sem: bool, pass: usize, passes: usize, progress: &mut dyn FnMut(Progress)| {
-        tiled(&z, tiles.as_ref(), |t| model.eps(t, sem).cast(FloatDType::F32), &mut |done, _| {
-            progress(Progress { stage: "unet", done: pass * n + done, total: passes * n });
-            !opts.cancel.is_cancelled()
-        })
-        .ok_or(RunError::Cancelled)
+    let tiles = LatentTiles::plan(h / 8, w / 8, cuts.latent_tile, cuts.latent_overlap);
+    let sems: &[bool] = match (model.config.method, opts.guidance) {
+        (Method::OseDiff, _) | (Method::PisaSr, Guidance::Default) => &[true],
+        // PiSA-SR's adjustable mode: eps_sem, then eps_pix.
+        (Method::PisaSr, Guidance::Adjustable { .. }) => &[true, false],
     };
-    let eps = match (model.config.method, opts.guidance) {
-        (Method::OseDiff, _) | (Method::PisaSr, Guidance::Default) => Eps::One(unet(true, 0, 1, progress)?),
-        (Method::PisaSr, Guidance::Adjustable { .. }) => {
-            let sem = unet(true, 0, 2, progress)?;
-            Eps::Pair { pix: unet(false, 1, 2, progress)?, sem }
-        }
+    let n = tiles.as_ref().map_or(1, |t| t.origins.len());
+    let mut passes = Vec::with_capacity(sems.len());
+    for (pass, &sem) in sems.iter().enumerate() {
+        let mut tile = async |i: usize, t: Tensor<4>| -> Result<Tensor<4>, RunError> {
+            let eps = model.eps(t, sem).cast(FloatDType::F32);
+            settle(&eps).await?;
+            progress(Progress { stage: "unet", done: pass * n + i + 1, total: sems.len() * n });
+            opts.cancel.check()?;
+            Ok(eps)
+        };
+        passes.push(match &tiles {
+            None => tile(0, z.clone()).await?,
+            Some(t) => {
+                let mut blend = Blend::new(&z, t);
+                for (i, &origin) in t.origins.iter().enumerate() {
+                    blend.add(origin, tile(i, Blend::input(&z, t, origin)).await?);
+                }
+                blend.finish()
+            }
+        });
+    }
+    let eps = match <[Tensor<4>; 2]>::try_from(passes) {
+        Ok([sem, pix]) => Eps::Pair { pix, sem },
+        Err(mut one) => Eps::One(one.remove(0)),
     };
     let (colour_fix, cancel) = (opts.colour_fix, opts.cancel.clone());
-    Ok(Restoration { pre, z, eps, method: model.config.method, colour_fix, rows, park, cancel, last: None, region: None })
+    Ok(Restoration { pre, z, eps, method: model.config.method, colour_fix, rows: cuts.rows, park, cancel, last: None, region: None })
 }
 
 impl Restoration {
@@ -329,6 +402,7 @@ impl Restoration {
             image::imageops::replace(&mut out, &to_rgb8(&values, rows, w as usize), 0, y as i64);
             y += rows;
             progress(Progress { stage: "colour fix", done: i + 1, total: img.len() });
+            super::yield_to_host().await;
             self.cancel.check()?;
         }
         Ok(out)
@@ -368,7 +442,7 @@ pub async fn upscale_async(
     opts: &SdOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(RgbImage, Restoration), RunError> {
-    let mut r = prepare(model, device, img, opts, progress)?;
+    let mut r = prepare_async(model, device, img, opts, progress).await?;
     let out = r.render_async(model, opts.guidance.lambdas(), progress).await?;
     Ok((out, r))
 }

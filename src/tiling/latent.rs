@@ -47,36 +47,47 @@ pub fn gaussian_2d(n: usize, device: &burn::tensor::Device) -> Tensor<4> {
     Tensor::<4>::from_data(TensorData::new(v, [1, 1, n, n]), device).cast(burn::tensor::FloatDType::F32)
 }
 
-/// Run `f` (the UNet on a latent tile, returning f32) over the tiles of `z: [1, C, h, w]` and
-/// blend: `sum(eps_tile * w) / sum(w)`. `progress(done, total)` after each tile; it returns
-/// `false` to stop (then the result is `None`).
-pub fn tiled(
-    z: &Tensor<4>,
-    tiles: Option<&LatentTiles>,
-    mut f: impl FnMut(Tensor<4>) -> Tensor<4>,
-    progress: &mut dyn FnMut(usize, usize) -> bool,
-) -> Option<Tensor<4>> {
-    let Some(tiles) = tiles else {
-        let eps = f(z.clone());
-        return progress(1, 1).then_some(eps);
-    };
-    let [n, c, h, w] = z.dims();
-    let device = z.device();
-    let s = tiles.side;
-    let weight = gaussian_2d(s, &device);
-    let mut acc = Tensor::<4>::zeros([n, c, h, w], &device).cast(burn::tensor::FloatDType::F32);
-    let mut wsum = Tensor::<4>::zeros([1, 1, h, w], &device).cast(burn::tensor::FloatDType::F32);
-    for (i, &(y, x)) in tiles.origins.iter().enumerate() {
-        let r = [0..n, 0..c, y..y + s, x..x + s];
-        let eps = f(z.clone().slice(r.clone()));
-        acc = acc.clone().slice_assign(r.clone(), acc.slice(r) + eps * weight.clone());
-        let r1 = [0..1, 0..1, y..y + s, x..x + s];
-        wsum = wsum.clone().slice_assign(r1.clone(), wsum.slice(r1) + weight.clone());
-        if !progress(i + 1, tiles.origins.len()) {
-            return None;
+/// The running blend of tile predictions over `z: [1, C, h, w]`: `sum(eps_tile * w) / sum(w)`.
+/// The caller runs the tiles one at a time (and may wait, report or stop between them).
+pub struct Blend {
+    acc: Tensor<4>,
+    wsum: Tensor<4>,
+    weight: Tensor<4>,
+    side: usize,
+}
+
+impl Blend {
+    pub fn new(z: &Tensor<4>, tiles: &LatentTiles) -> Self {
+        let [n, c, h, w] = z.dims();
+        let device = z.device();
+        let f32 = burn::tensor::FloatDType::F32;
+        Self {
+            acc: Tensor::<4>::zeros([n, c, h, w], &device).cast(f32),
+            wsum: Tensor::<4>::zeros([1, 1, h, w], &device).cast(f32),
+            weight: gaussian_2d(tiles.side, &device),
+            side: tiles.side,
         }
     }
-    Some(acc / wsum)
+
+    /// The tile at `origin` of `z` (the UNet's input).
+    pub fn input(z: &Tensor<4>, tiles: &LatentTiles, (y, x): (usize, usize)) -> Tensor<4> {
+        let [n, c, _, _] = z.dims();
+        z.clone().slice([0..n, 0..c, y..y + tiles.side, x..x + tiles.side])
+    }
+
+    /// Adds the prediction `eps` (f32) of the tile at `origin`.
+    pub fn add(&mut self, (y, x): (usize, usize), eps: Tensor<4>) {
+        let [n, c, _, _] = self.acc.dims();
+        let s = self.side;
+        let r = [0..n, 0..c, y..y + s, x..x + s];
+        self.acc = self.acc.clone().slice_assign(r.clone(), self.acc.clone().slice(r) + eps * self.weight.clone());
+        let r1 = [0..1, 0..1, y..y + s, x..x + s];
+        self.wsum = self.wsum.clone().slice_assign(r1.clone(), self.wsum.clone().slice(r1) + self.weight.clone());
+    }
+
+    pub fn finish(self) -> Tensor<4> {
+        self.acc / self.wsum
+    }
 }
 
 #[cfg(test)]

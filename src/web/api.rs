@@ -52,6 +52,11 @@ export interface UpscaleOptions {
   colorFix?: "adain" | "wavelet" | "none";
   /** Diffusion models: inputs with a side under processSize / 4 are enlarged first (default 512). */
   processSize?: number;
+  /** Diffusion models: UNet latent tile side and overlap in latents (default: the memory
+   *  planner's choice, 96 / 32 when they fit), and the VAE band height in image pixels
+   *  (a multiple of 8; the VAE tiling is exact). An out-of-memory run is retried once with
+   *  half of each. */
+  latentTile?: number; latentOverlap?: number; vaeTile?: number;
   onProgress?: (p: RunProgress) => void;
   signal?: AbortSignal;
 }
@@ -130,6 +135,15 @@ fn js_error(msg: impl AsRef<str>) -> JsValue {
 
 fn string_opt(opts: &JsValue, key: &str) -> Option<String> {
     get(opts, key).as_string()
+}
+
+/// A whole number ≥ 1 under `key`, if given.
+fn positive_opt(opts: &JsValue, key: &str) -> Result<Option<usize>, String> {
+    match get_f64(opts, key) {
+        None => Ok(None),
+        Some(v) if v >= 1.0 && v.fract() == 0.0 => Ok(Some(v as usize)),
+        Some(v) => Err(format!("{key} must be a whole number of at least 1, not {v}")),
+    }
 }
 
 fn function_opt(opts: &JsValue, key: &str) -> Option<js_sys::Function> {
@@ -234,6 +248,7 @@ async fn upscale_with(state: &mut State, image: JsValue, opts: JsValue) -> Resul
         return Err("cancelled".into());
     }
     let cancel = Cancel::default();
+    let _abort = glue::AbortLink::new(&signal, &cancel);
     let mut progress = run_progress(function_opt(&opts, "onProgress"), signal, cancel.clone());
     let (lp, ls) = (get_f64(&opts, "lambdaPix"), get_f64(&opts, "lambdaSem"));
     match &state.model {
@@ -277,16 +292,31 @@ async fn upscale_with(state: &mut State, image: JsValue, opts: JsValue) -> Resul
                 }
                 preprocess.process_size = p as u32;
             }
-            let sd = SdOptions {
-                preprocess,
-                colour_fix: colour_fix(&opts)?,
-                guidance,
-                tiling: SdTiling { limits: state.limits, ..SdTiling::default() },
-                cancel,
-                ..SdOptions::default()
+            let tiling = SdTiling {
+                latent_tile: positive_opt(&opts, "latentTile")?,
+                latent_overlap: get_f64(&opts, "latentOverlap").map(|v| v.max(0.0) as usize),
+                vae_rows: positive_opt(&opts, "vaeTile")?,
+                limits: state.limits,
             };
-            let (out, restoration) =
-                sd_upscale::upscale_async(&up.model, &state.device, &rgb, &sd, &mut progress).await.map_err(run_error)?;
+            if tiling.latent_overlap.zip(tiling.latent_tile).is_some_and(|(o, t)| o >= t) {
+                return Err("latentOverlap must be smaller than latentTile".into());
+            }
+            let sd = SdOptions { preprocess, colour_fix: colour_fix(&opts)?, guidance, tiling, cancel, ..SdOptions::default() };
+            let (out, restoration) = match sd_upscale::upscale_async(&up.model, &state.device, &rgb, &sd, &mut progress).await {
+                // One retry with latent tiles of half the side and VAE bands of half the height.
+                Err(RunError::OutOfMemory(why)) => {
+                    let smaller = SdOptions { tiling: tiling.halved(&up.model, &rgb, preprocess), ..sd.clone() };
+                    let msg = format!(
+                        "out of GPU memory ({why}); retrying once with {} latent tiles and {} px VAE bands",
+                        smaller.tiling.latent_tile.unwrap_or_default(),
+                        smaller.tiling.vae_rows.unwrap_or_default()
+                    );
+                    web_sys::console::warn_1(&msg.into());
+                    sd_upscale::upscale_async(&up.model, &state.device, &rgb, &smaller, &mut progress).await
+                }
+                r => r,
+            }
+            .map_err(run_error)?;
             let result = to_image_data(&out, alpha.as_ref());
             state.last = matches!(guidance, Guidance::Adjustable { .. }).then_some((restoration, alpha));
             Ok(result)

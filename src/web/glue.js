@@ -174,3 +174,19 @@ export function makeImageData(rgba, width, height) {
   // Copies: `rgba` is a view of wasm memory.
   return new ImageData(new Uint8ClampedArray(rgba), width, height);
 }
+
+/// Resolves on the next task: queued events (a worker's messages, an abort) run first.
+export function nextTask() {
+  return new Promise((resolve) => {
+    const ch = new MessageChannel();
+    ch.port1.onmessage = () => { ch.port1.close(); resolve(); };
+    ch.port2.postMessage(null);
+  });
+}
+
+/// Calls `f` when `signal` aborts; returns a function that stops listening.
+export function onAbort(signal, f) {
+  if (!signal || typeof signal.addEventListener !== 'function') return () => {};
+  signal.addEventListener('abort', f, { once: true });
+  return () => signal.removeEventListener('abort', f);
+}

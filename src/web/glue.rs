@@ -36,6 +36,10 @@ extern "C" {
     pub async fn gpu_adapter() -> JsValue;
     #[wasm_bindgen(catch, js_name = imagePixels)]
     pub fn image_pixels(img: &JsValue) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_name = nextTask)]
+    pub async fn next_task();
+    #[wasm_bindgen(js_name = onAbort)]
+    pub fn on_abort(signal: &JsValue, f: &js_sys::Function) -> js_sys::Function;
     #[wasm_bindgen(js_name = makeImageData)]
     pub fn make_image_data(rgba: &[u8], width: u32, height: u32) -> JsValue;
 }
@@ -61,4 +65,26 @@ pub fn object(pairs: &[(&str, JsValue)]) -> JsValue {
 /// Whether an AbortSignal (or undefined) has fired.
 pub fn aborted(signal: &JsValue) -> bool {
     get(signal, "aborted").as_bool().unwrap_or(false)
+}
+
+/// Sets a [`Cancel`](crate::pipeline::Cancel) as soon as `signal` aborts (the pipelines give
+/// the worker a turn between tiles, so the abort event runs there); stops listening on drop.
+pub struct AbortLink {
+    off: js_sys::Function,
+    _f: Closure<dyn FnMut()>,
+}
+
+impl AbortLink {
+    pub fn new(signal: &JsValue, cancel: &crate::pipeline::Cancel) -> Self {
+        let c = cancel.clone();
+        let f = Closure::<dyn FnMut()>::new(move || c.cancel());
+        let off = on_abort(signal, f.as_ref().unchecked_ref());
+        Self { off, _f: f }
+    }
+}
+
+impl Drop for AbortLink {
+    fn drop(&mut self) {
+        let _ = self.off.call0(&JsValue::NULL);
+    }
 }

@@ -3,7 +3,7 @@
 //! The math is the same crate's; only readbacks are awaited here instead of blocked on.
 
 pub mod api;
-mod glue;
+pub(crate) mod glue;
 pub mod shards;
 
 use wasm_bindgen::prelude::*;

@@ -40,6 +40,20 @@ for (const webgpu of [true, false]) {
         out.adjustBack = window.diff(await pisa.adjust(1, 1), await ref('pisa_default.png'));
         // ... and a run at other lambdas with the wavelet fix.
         out.wavelet = window.diff(await pisa.upscale(img, { processSize: 64, lambdaPix: 1.2, lambdaSem: 0.3, colorFix: 'wavelet' }), await ref('pisa_p12_s03_wavelet.png'));
+        // Cancellation between UNet tiles (4-latent tiles: several of them), the abort coming
+        // as a later task as a worker's message would; the Upscaler works afterwards.
+        const ac = new AbortController();
+        out.unet = [0, 0];
+        try {
+          await pisa.upscale(img, { processSize: 64, latentTile: 4, latentOverlap: 2, signal: ac.signal, onProgress: (p) => {
+            if (p.stage !== 'unet') return;
+            out.unet = [p.done, p.total];
+            if (p.done === 1) setTimeout(() => ac.abort(), 0);
+          } });
+          out.cancel = 'resolved';
+        } catch (e) { out.cancel = e.message; }
+        out.afterCancel = window.diff(await pisa.upscale(img, { processSize: 64 }), await ref('pisa_default.png'));
+        try { await pisa.upscale(img, { latentTile: 4, latentOverlap: 4 }); out.badTile = 'resolved'; } catch (e) { out.badTile = e.message; }
         const ose = await window.pkg.Upscaler.load('/sd/osediff/manifest.json');
         out.osediff = window.diff(await ose.upscale(img, { processSize: 64 }), await ref('osediff.png'));
         try { await ose.adjust(1, 1); out.oseAdjust = 'resolved'; } catch (e) { out.oseAdjust = e.message; }
@@ -47,7 +61,10 @@ for (const webgpu of [true, false]) {
       });
       console.log(JSON.stringify(r));
       assert.equal(r.backend, webgpu ? 'webgpu' : 'cpu');
-      for (const k of ['default', 'adjustable', 'adjustBack', 'wavelet', 'osediff']) {
+      assert.equal(r.cancel, 'cancelled');
+      assert.ok(r.unet[1] >= 4 && r.unet[0] < r.unet[1], `stopped after UNet tile ${r.unet[0]} of ${r.unet[1]}`);
+      assert.match(r.badTile, /latentOverlap must be smaller than latentTile/);
+      for (const k of ['default', 'adjustable', 'adjustBack', 'wavelet', 'osediff', 'afterCancel']) {
         assert.ok(r[k].max <= 1, `${k}: max difference ${r[k].max} levels (${r[k].n} values)`);
       }
       assert.match(r.oseAdjust, /adjust\(\) needs a PiSA-SR model/);

@@ -89,9 +89,14 @@ test('without WebGPU the CPU fallback upscales and says so', async () => {
       const up = await window.pkg.Upscaler.load(model);
       const img = await window.pixels('/fixtures/realesrgan/chelsea_16.png');
       const ac = new AbortController();
-      const out = { tiles: 0 };
+      const out = { tiles: 0, done: 0 };
       try {
-        await up.upscale(img, { tile: 16, overlap: 4, signal: ac.signal, onProgress: (p) => { out.tiles = p.total; if (p.done === 1) ac.abort(); } });
+        // The abort comes as a later task, as a worker's message would: the run must give
+        // the event loop a turn between tiles to see it.
+        await up.upscale(img, { tile: 16, overlap: 4, signal: ac.signal, onProgress: (p) => {
+          out.tiles = p.total; out.done = p.done;
+          if (p.done === 1) setTimeout(() => ac.abort(), 0);
+        } });
         out.cancel = 'resolved';
       } catch (e) { out.cancel = e.message; }
       out.after = (await up.upscale(img)).width;
@@ -102,6 +107,7 @@ test('without WebGPU the CPU fallback upscales and says so', async () => {
     }, MODEL);
     assert.ok(c.tiles > 1, `${c.tiles} tiles`);
     assert.equal(c.cancel, 'cancelled');
+    assert.ok(c.done < c.tiles, `stopped after ${c.done} of ${c.tiles} tiles`);
     assert.equal(c.after, 64);
     assert.match(c.tile, /tile must be positive and larger than overlap/);
     assert.match(c.lambda, /apply to PiSA-SR models only/);
