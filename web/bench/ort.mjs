@@ -14,12 +14,14 @@ const cache = process.env.ONESTEP_CACHE ?? join(homedir(), '.cache', 'onestep-sr
 const onnx = process.env.ONNX ?? join(cache, 'bench', 'realesrgan-x4plus-36.onnx');
 if (!existsSync(onnx)) throw new Error(`${onnx} is missing: run web/bench/export_onnx.py (see the header)`);
 const runs = Number(process.env.RUNS ?? 2);
+// PATHS=cpu (or webgpu) runs one pair only: SwiftShader makes the WebGPU pair take minutes.
+const paths = (process.env.PATHS ?? 'webgpu,cpu').split(',');
 
 const srv = await server({ '/ort/': join(root, 'web', 'node_modules', 'onnxruntime-web', 'dist'), '/onnx/': join(onnx, '..') });
 const ctx = await browser();
 try {
   const page = await harness(ctx, srv.url);
-  const r = await page.evaluate(async ({ file, runs }) => {
+  const r = await page.evaluate(async ({ file, runs, paths }) => {
     const ort = await import('/ort/ort.all.min.mjs');
     ort.env.wasm.wasmPaths = '/ort/';
     ort.env.wasm.numThreads = 1;
@@ -37,12 +39,12 @@ try {
     };
     const out = {};
     let mine;
-    for (const backend of ['webgpu', 'cpu']) {
+    for (const backend of paths) {
       const up = await window.pkg.Upscaler.load('/models/realesrgan-x4plus/manifest.json', { backend });
       out[`ours_${backend}`] = await time(async () => { mine = await up.upscale(img); });
       up.free();
     }
-    for (const ep of ['webgpu', 'wasm']) {
+    for (const ep of paths.map((p) => (p === 'cpu' ? 'wasm' : p))) {
       const s = await ort.InferenceSession.create(`/onnx/${file}`, { executionProviders: [ep] });
       const feeds = { input: new ort.Tensor('float32', tile, [1, 3, n, n]) };
       let y;
@@ -58,13 +60,13 @@ try {
       out[`ort_${ep}_vs_ours_levels`] = max;
     }
     return out;
-  }, { file: onnx.split('/').pop(), runs });
+  }, { file: onnx.split('/').pop(), runs, paths });
   const ratio = (a, b) => (a / b).toFixed(2);
   console.log(JSON.stringify(r));
   console.log(`| path | ours (ms) | onnxruntime-web (ms) | ours / ORT |`);
   console.log(`|---|---|---|---|`);
-  console.log(`| WebGPU (SwiftShader) vs ORT webgpu EP | ${r.ours_webgpu.toFixed(0)} | ${r.ort_webgpu.toFixed(0)} | ${ratio(r.ours_webgpu, r.ort_webgpu)} |`);
-  console.log(`| CPU fallback vs ORT wasm EP | ${r.ours_cpu.toFixed(0)} | ${r.ort_wasm.toFixed(0)} | ${ratio(r.ours_cpu, r.ort_wasm)} |`);
+  if (r.ours_webgpu) console.log(`| WebGPU (SwiftShader) vs ORT webgpu EP | ${r.ours_webgpu.toFixed(0)} | ${r.ort_webgpu.toFixed(0)} | ${ratio(r.ours_webgpu, r.ort_webgpu)} |`);
+  if (r.ours_cpu) console.log(`| CPU fallback vs ORT wasm EP | ${r.ours_cpu.toFixed(0)} | ${r.ort_wasm.toFixed(0)} | ${ratio(r.ours_cpu, r.ort_wasm)} |`);
 } finally {
   await ctx.close();
   await srv.close();
