@@ -33,6 +33,9 @@ pub enum Error {
     Device(#[from] DeviceError),
     #[error("the device failed while running the model: {0}")]
     Execution(String),
+    /// Out of memory or device lost: their messages say what to do.
+    #[error(transparent)]
+    Run(crate::pipeline::RunError),
     #[error("cancelled")]
     Cancelled,
     #[error("cannot read {path}: {detail}")]
@@ -152,7 +155,7 @@ impl From<crate::pipeline::RunError> for Error {
     fn from(e: crate::pipeline::RunError) -> Self {
         match e {
             crate::pipeline::RunError::Cancelled => Error::Cancelled,
-            e @ (crate::pipeline::RunError::OutOfMemory(_) | crate::pipeline::RunError::DeviceLost(_)) => Error::Execution(e.to_string()),
+            e @ (crate::pipeline::RunError::OutOfMemory(_) | crate::pipeline::RunError::DeviceLost(_)) => Error::Run(e),
             crate::pipeline::RunError::Execution(m) => Error::Execution(m),
         }
     }
@@ -196,4 +199,19 @@ impl Upscaler {
 pub fn read_image(path: &Path) -> Result<Decoded, Error> {
     let bytes = std::fs::read(path).map_err(|e| Error::Read { path: path.display().to_string(), detail: e.to_string() })?;
     Ok(image_io::decode(&bytes)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+    use crate::pipeline::RunError;
+
+    #[test]
+    fn device_errors_keep_their_own_message() {
+        let oom = Error::from(RunError::OutOfMemory("Out of memory: 268435456 bytes".into())).to_string();
+        assert!(oom.starts_with("the GPU ran out of memory: Out of memory: 268435456 bytes; try a smaller tile"), "{oom}");
+        let lost = Error::from(RunError::DeviceLost("VK_ERROR_DEVICE_LOST".into())).to_string();
+        assert!(lost.starts_with("the GPU device was lost"), "{lost}");
+        assert_eq!(Error::from(RunError::Cancelled).to_string(), "cancelled");
+    }
 }

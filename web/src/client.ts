@@ -53,7 +53,8 @@ const channel = () => (shared ??= new Channel(new URL('./worker.js', import.meta
 export interface LoadOptions { onProgress?: Progress; signal?: AbortSignal; persist?: boolean; backend?: 'auto' | 'webgpu' | 'cpu'; precision?: 'auto' | 'f16' | 'f32' }
 export interface UpscaleOptions {
   tile?: number; overlap?: number; lambdaPix?: number; lambdaSem?: number;
-  colorFix?: 'adain' | 'wavelet' | 'none'; processSize?: number; onProgress?: Progress; signal?: AbortSignal;
+  colorFix?: 'adain' | 'wavelet' | 'none'; processSize?: number;
+  latentTile?: number; latentOverlap?: number; vaeTile?: number; onProgress?: Progress; signal?: AbortSignal;
 }
 
 export class Upscaler {
