@@ -10,9 +10,9 @@ use onestep_sr::upscaler::{GanUpscaler, read_image};
 
 const CASES: [&str; 3] = ["astronaut_64", "chelsea_80x48", "coffee_rgba_40"];
 
-fn check_parity(device: Device, backend: &str) {
+fn check_parity(device: Device, backend: &str, cases: &[&str]) {
     let up = GanUpscaler::load(&realesrgan_dir(), &device, &mut |_| {}).expect("load real weights");
-    for name in CASES {
+    for &name in cases {
         let input = read_image(&fixture(&format!("realesrgan/{name}.png"))).unwrap();
         let (rgb, alpha) = up.upscale(&input, TileOptions::default(), &mut |_| {}).unwrap();
         let want = read_rgba(&fixture(&format!("realesrgan/{name}_x4_ncnn.png")));
@@ -32,10 +32,12 @@ fn check_parity(device: Device, backend: &str) {
 
 #[test]
 fn realesrgan_x4plus_cpu_matches_ncnn_within_1_level() {
-    check_parity(cpu(), "cpu");
+    check_parity(cpu(), "cpu", &CASES);
 }
 
 #[test]
 fn realesrgan_x4plus_wgpu_vulkan_matches_ncnn_within_1_level() {
-    check_parity(gpu(), "wgpu");
+    // Lavapipe runs RRDBNet about 20x slower than the CPU backend: the two smaller photos (one
+    // RGBA, one not square) cover the same code paths in 57% of the pixels.
+    check_parity(gpu(), "wgpu", &CASES[1..]);
 }
