@@ -13,7 +13,7 @@ use onestep_sr::model::sd::Method;
 use onestep_sr::pipeline::colour_fix::ColourFix;
 use onestep_sr::pipeline::one_step::{Guidance, Latent};
 use onestep_sr::pipeline::preprocess::PreprocessOptions;
-use onestep_sr::pipeline::sd_upscale::{SdOptions, SdTiling};
+use onestep_sr::pipeline::sd_upscale::{self, SdOptions, SdTiling};
 use onestep_sr::pipeline::{Progress, gan::TileOptions};
 use onestep_sr::upscaler::{self, GanUpscaler, Upscaler};
 use onestep_sr::weights::sd_convert::{SdConvertOptions, StoreDType};
@@ -339,6 +339,9 @@ fn run(command: Command) -> Result<()> {
                         pb.set_position(p.done as u64);
                     })?;
                     pb.finish_and_clear();
+                    if let Some(report) = device_memory(&device) {
+                        eprintln!("{report}");
+                    }
                     out
                 }
                 Upscaler::Sd(up) => {
@@ -388,6 +391,10 @@ fn run(command: Command) -> Result<()> {
                     }
                     let out = up.upscale(&img, &opts, &mut progress)?;
                     pb.finish_and_clear();
+                    if let Some(report) = device_memory(&device) {
+                        let planned = sd_upscale::planned_peak(&up.model, &img.rgb, &opts);
+                        eprintln!("{report}; the memory planner estimated a peak of {}", planned.map_or("-".into(), size));
+                    }
                     out
                 }
             };
@@ -663,4 +670,24 @@ fn bench_sd(
         })
     );
     Ok(())
+}
+
+/// Bytes in GiB or, under one, MiB.
+fn size(bytes: u64) -> String {
+    let gib = bytes as f64 / (1u64 << 30) as f64;
+    if gib >= 1.0 { format!("{gib:.2} GiB") } else { format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64) }
+}
+
+/// What burn's allocator on a GPU device holds after a run (None on the CPU backend): what is
+/// reserved at the end (pools keep pages for reuse, so a lower bound of the run's peak), and
+/// the high-water mark of the sliced pools (the pools that carve pages; they report one).
+fn device_memory(device: &burn::tensor::Device) -> Option<String> {
+    let usage = device.memory_pool_usage()?;
+    let sliced_peak: u64 = device.memory_pool_report().unwrap_or_default().iter().map(|p| p.page_size * p.pages_peak).sum();
+    Some(format!(
+        "device memory: {} reserved by burn's allocator at the end of the run ({} in use; the sliced pools' high-water mark {})",
+        size(usage.bytes_reserved),
+        size(usage.bytes_in_use),
+        size(sliced_peak)
+    ))
 }

@@ -113,10 +113,20 @@ struct Cuts {
     park_on_host: bool,
 }
 
+fn precision(model: &OneStepSr) -> Precision {
+    if model.dtype() == FloatDType::F16 { Precision::F16 } else { Precision::F32 }
+}
+
+/// The memory planner's estimate of the device's peak (bytes) for `img`, with the planner's
+/// own tiling for `opts`' device limits.
+pub fn planned_peak(model: &OneStepSr, img: &RgbImage, opts: &SdOptions) -> Option<u64> {
+    let (w, h) = preprocess_size(img, opts.preprocess);
+    plan_sd(&model.config, h as usize, w as usize, precision(model), opts.tiling.limits).ok().map(|p| p.peak_bytes)
+}
+
 impl SdTiling {
     fn cuts(&self, model: &OneStepSr, h: usize, w: usize) -> Cuts {
-        let precision = if model.dtype() == FloatDType::F16 { Precision::F16 } else { Precision::F32 };
-        let plan = plan_sd(&model.config, h, w, precision, self.limits).ok();
+        let plan = plan_sd(&model.config, h, w, precision(model), self.limits).ok();
         let latent_tile = self.latent_tile.or(plan.as_ref().map(|p| p.latent_tile)).unwrap_or(96);
         Cuts {
             rows: self.vae_rows.or(plan.as_ref().map(|p| p.vae_rows)).unwrap_or(h).max(8) / 8 * 8,
