@@ -2,7 +2,7 @@
 //! original PyTorch module (`conv_first`, `body.N.rdbM.convK`, `conv_body`, `conv_up1`,
 //! `conv_up2`, `conv_hr`, `conv_last`), so checkpoint keys are the paths below.
 
-use burn::tensor::{Tensor, activation::leaky_relu};
+use burn::tensor::{Tensor, activation::leaky_relu, module::conv2d, ops::ConvOptions};
 use serde::{Deserialize, Serialize};
 
 use super::conv::Conv2d;
@@ -65,30 +65,67 @@ fn dense_conv_channels(num_feat: usize, num_grow: usize, k: usize) -> (usize, us
     (c_in, if k == 5 { num_feat } else { num_grow })
 }
 
-/// Residual dense block: five 3x3 convs with dense connections.
+/// Residual dense block: five 3x3 convs with dense connections (conv k reads the input and the
+/// k-1 growth outputs before it, concatenated).
+///
+/// Computed without the concatenations: a convolution of concatenated features is the sum of
+/// each feature's convolution with its slice of the weight. So each feature is convolved once,
+/// with the slices of every later conv that reads it stacked along the output channels
+/// (`fanout`), and each conv's output is the sum of its parts. Same arithmetic, but every
+/// feature is unfolded for the matrix product once instead of once per later conv (3.3x less
+/// of that copying for x4plus), in fewer, larger products.
 pub struct ResidualDenseBlock {
-    pub convs: Vec<Conv2d>,
+    /// `fanout[i]`: `[sum of later convs' outputs, channels of feature i, 3, 3]`.
+    fanout: Vec<Tensor<4>>,
+    /// Output channels and bias of conv1..conv5.
+    outputs: Vec<usize>,
+    biases: Vec<Tensor<1>>,
 }
 
 impl ResidualDenseBlock {
     fn load(store: &mut ParamStore, path: &str, f: usize, g: usize) -> Result<Self, WeightsError> {
-        let convs = (1..=5)
+        let convs: Vec<Conv2d> = (1..=5)
             .map(|k| {
                 let (c_in, c_out) = dense_conv_channels(f, g, k);
                 Conv2d::load(store, &format!("{path}.conv{k}"), c_in, c_out, 3)
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self { convs })
+        let outputs: Vec<usize> = (1..=5).map(|k| dense_conv_channels(f, g, k).1).collect();
+        // Feature i's channels in every concatenation: the input, then one growth output each.
+        let channels = |i: usize| if i == 0 { 0..f } else { f + (i - 1) * g..f + i * g };
+        let fanout = (0..5)
+            .map(|i| {
+                let parts = (i..5).map(|j| convs[j].weight.clone().slice([0..outputs[j], channels(i), 0..3, 0..3])).collect();
+                Tensor::cat(parts, 0)
+            })
+            .collect();
+        let biases = convs.into_iter().map(|c| c.bias.expect("dense convs have a bias")).collect();
+        Ok(Self { fanout, outputs, biases })
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut features = vec![x.clone()];
-        for conv in &self.convs[..4] {
-            let y = leaky_relu(conv.forward(Tensor::cat(features.clone(), 1)), LRELU_SLOPE);
-            features.push(y);
+        let same = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+        // sums[j]: conv j's output over the features seen so far.
+        let mut sums: Vec<Option<Tensor<4>>> = vec![None; 5];
+        let mut feature = x.clone();
+        for i in 0..5 {
+            let parts = conv2d(feature, self.fanout[i].clone(), None, same.clone());
+            let mut at = 0;
+            for j in i..5 {
+                let part = parts.clone().narrow(1, at, self.outputs[j]);
+                at += self.outputs[j];
+                sums[j] = Some(match sums[j].take() {
+                    Some(s) => s + part,
+                    None => part,
+                });
+            }
+            let y = sums[i].take().expect("conv i has all its parts") + self.biases[i].clone().reshape([1, self.outputs[i], 1, 1]);
+            if i == 4 {
+                return y.mul_scalar(RESIDUAL_SCALE).add(x);
+            }
+            feature = leaky_relu(y, LRELU_SLOPE);
         }
-        let x5 = self.convs[4].forward(Tensor::cat(features, 1));
-        x5.mul_scalar(RESIDUAL_SCALE).add(x)
+        unreachable!("five convs")
     }
 }
 
