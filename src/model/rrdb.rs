@@ -104,28 +104,29 @@ impl ResidualDenseBlock {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let same = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
         // sums[j]: conv j's output over the features seen so far.
         let mut sums: Vec<Option<Tensor<4>>> = vec![None; 5];
         let mut feature = x.clone();
-        for i in 0..5 {
-            let parts = conv2d(feature, self.fanout[i].clone(), None, same.clone());
-            let mut at = 0;
-            for j in i..5 {
-                let part = parts.clone().narrow(1, at, self.outputs[j]);
-                at += self.outputs[j];
-                sums[j] = Some(match sums[j].take() {
-                    Some(s) => s + part,
-                    None => part,
-                });
-            }
-            let y = sums[i].take().expect("conv i has all its parts") + self.biases[i].clone().reshape([1, self.outputs[i], 1, 1]);
-            if i == 4 {
-                return y.mul_scalar(RESIDUAL_SCALE).add(x);
-            }
-            feature = leaky_relu(y, LRELU_SLOPE);
+        for i in 0..4 {
+            feature = leaky_relu(self.conv_step(i, feature, &mut sums), LRELU_SLOPE);
         }
-        unreachable!("five convs")
+        self.conv_step(4, feature, &mut sums).mul_scalar(RESIDUAL_SCALE).add(x)
+    }
+
+    /// Convolves feature `i` into the sums of conv i..conv5 and returns conv i's finished
+    /// output (with its bias).
+    fn conv_step(&self, i: usize, feature: Tensor<4>, sums: &mut [Option<Tensor<4>>]) -> Tensor<4> {
+        let parts = conv2d(feature, self.fanout[i].clone(), None, ConvOptions::new([1, 1], [1, 1], [1, 1], 1));
+        let mut at = 0;
+        for j in i..5 {
+            let part = parts.clone().narrow(1, at, self.outputs[j]);
+            at += self.outputs[j];
+            sums[j] = Some(match sums[j].take() {
+                Some(s) => s + part,
+                None => part,
+            });
+        }
+        sums[i].take().expect("conv i has all its parts") + self.biases[i].clone().reshape([1, self.outputs[i], 1, 1])
     }
 }
 

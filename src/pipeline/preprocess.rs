@@ -38,16 +38,32 @@ pub struct Preprocessed {
 
 pub fn preprocess(img: &RgbImage, opts: PreprocessOptions) -> Preprocessed {
     let (w, h) = img.dimensions();
-    let min_side = opts.process_size / opts.scale; // python `process_size // upscale`
-    let enlarged = (w < min_side || h < min_side).then(|| {
-        let s = min_side as f64 / w.min(h) as f64; // python float, then int() truncates
-        resize(img, (s * w as f64) as u32, (s * h as f64) as u32, Filter::Bicubic)
-    });
+    let enlarged = enlarged_size((w, h), opts).map(|(ew, eh)| resize(img, ew, eh, Filter::Bicubic));
     let base = enlarged.as_ref().unwrap_or(img);
     let up = resize(base, base.width() * opts.scale, base.height() * opts.scale, Filter::Bicubic);
-    let (uw, uh) = (up.width() - up.width() % 8, up.height() - up.height() % 8);
-    let input = resize(&up, uw.max(8), uh.max(8), Filter::Lanczos);
+    let (iw, ih) = multiple_of_8(up.dimensions());
+    let input = resize(&up, iw, ih, Filter::Lanczos);
     Preprocessed { enlarged, up, input, out_size: (w * opts.scale, h * opts.scale) }
+}
+
+/// The size of [`Preprocessed::input`] for a `w x h` image, without making any pixels.
+pub fn input_size((w, h): (u32, u32), opts: PreprocessOptions) -> (u32, u32) {
+    let (bw, bh) = enlarged_size((w, h), opts).unwrap_or((w, h));
+    multiple_of_8((bw * opts.scale, bh * opts.scale))
+}
+
+/// The enlarged size when a side is under `process_size / scale`.
+fn enlarged_size((w, h): (u32, u32), opts: PreprocessOptions) -> Option<(u32, u32)> {
+    let min_side = opts.process_size / opts.scale; // python `process_size // upscale`
+    (w < min_side || h < min_side).then(|| {
+        let s = min_side as f64 / w.min(h) as f64; // python float, then int() truncates
+        ((s * w as f64) as u32, (s * h as f64) as u32)
+    })
+}
+
+/// Each side cut down to a multiple of 8 (at least 8).
+fn multiple_of_8((w, h): (u32, u32)) -> (u32, u32) {
+    ((w - w % 8).max(8), (h - h % 8).max(8))
 }
 
 /// RGB u8 → `[1, 3, H, W]` in [0, 1] (`to_tensor`: u8 / 255 in f32).
@@ -83,4 +99,20 @@ pub fn to_rgb8(values: &[f32], h: usize, w: usize) -> RgbImage {
 /// resampled with PIL's Lanczos (what PiSA-SR's script does; OSEDiff's forgets it).
 pub fn to_output_size(img: RgbImage, out_size: (u32, u32)) -> RgbImage {
     if img.dimensions() == out_size { img } else { resize(&img, out_size.0, out_size.1, Filter::Lanczos) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_size_is_the_size_preprocess_makes() {
+        for (w, h) in [(20, 16), (32, 32), (37, 129), (130, 64), (200, 150)] {
+            for process_size in [64, 128, 512] {
+                let opts = PreprocessOptions { scale: 4, process_size };
+                let img = RgbImage::new(w, h);
+                assert_eq!(input_size((w, h), opts), preprocess(&img, opts).input.dimensions(), "{w}x{h}, {process_size}");
+            }
+        }
+    }
 }

@@ -17,7 +17,7 @@ use image::RgbImage;
 use super::{Cancel, Progress, RunError};
 use super::colour_fix::{self, ColourFix};
 use super::one_step::{Guidance, Latent, OneStepSr};
-use super::preprocess::{PreprocessOptions, Preprocessed, preprocess, to_model_input, to_output_size, to_rgb8, to_unit_tensor};
+use super::preprocess::{PreprocessOptions, Preprocessed, input_size, preprocess, to_model_input, to_output_size, to_rgb8, to_unit_tensor};
 use crate::model::sd::Method;
 use crate::tiling::latent::{Blend, LatentTiles};
 use crate::tiling::attention::set_max_scores;
@@ -120,7 +120,7 @@ fn precision(model: &OneStepSr) -> Precision {
 /// The memory planner's estimate of the device's peak (bytes) for `img`, with the planner's
 /// own tiling for `opts`' device limits.
 pub fn planned_peak(model: &OneStepSr, img: &RgbImage, opts: &SdOptions) -> Option<u64> {
-    let (w, h) = preprocess_size(img, opts.preprocess);
+    let (w, h) = input_size(img.dimensions(), opts.preprocess);
     plan_sd(&model.config, h as usize, w as usize, precision(model), opts.tiling.limits).ok().map(|p| p.peak_bytes)
 }
 
@@ -140,8 +140,8 @@ impl SdTiling {
     /// The tiling for the one retry after the device ran out of memory on `img`: latent tiles
     /// of half the side (a quarter of the UNet's activations) and VAE bands of half the height.
     pub fn halved(&self, model: &OneStepSr, img: &RgbImage, preprocess: PreprocessOptions) -> SdTiling {
-        let pre = preprocess_size(img, preprocess);
-        let c = self.cuts(model, pre.1 as usize, pre.0 as usize);
+        let (w, h) = input_size(img.dimensions(), preprocess);
+        let c = self.cuts(model, h as usize, w as usize);
         SdTiling {
             latent_tile: Some((c.latent_tile / 2).max(8)),
             latent_overlap: Some(c.latent_overlap / 2),
@@ -149,11 +149,6 @@ impl SdTiling {
             limits: self.limits,
         }
     }
-}
-
-/// The network input's size for `img`.
-fn preprocess_size(img: &RgbImage, opts: PreprocessOptions) -> (u32, u32) {
-    preprocess(img, opts).input.dimensions()
 }
 
 /// Waits until the device has computed `t` (one value is read back), so progress means work

@@ -137,12 +137,12 @@ fn string_opt(opts: &JsValue, key: &str) -> Option<String> {
     get(opts, key).as_string()
 }
 
-/// A whole number ≥ 1 under `key`, if given.
-fn positive_opt(opts: &JsValue, key: &str) -> Result<Option<usize>, String> {
+/// A whole number ≥ `min` under `key`, if given.
+fn whole_opt(opts: &JsValue, key: &str, min: f64) -> Result<Option<usize>, String> {
     match get_f64(opts, key) {
         None => Ok(None),
-        Some(v) if v >= 1.0 && v.fract() == 0.0 => Ok(Some(v as usize)),
-        Some(v) => Err(format!("{key} must be a whole number of at least 1, not {v}")),
+        Some(v) if v >= min && v.fract() == 0.0 => Ok(Some(v as usize)),
+        Some(v) => Err(format!("{key} must be a whole number of at least {min}, not {v}")),
     }
 }
 
@@ -178,14 +178,12 @@ where
     r.map_err(js_error)
 }
 
-fn run_progress(on: Option<js_sys::Function>, signal: JsValue, cancel: Cancel) -> impl FnMut(Progress) {
+/// Reports progress to the page. Aborts reach the run through its [`glue::AbortLink`].
+fn run_progress(on: Option<js_sys::Function>) -> impl FnMut(Progress) {
     move |p: Progress| {
         if let Some(f) = &on {
             let o = object(&[("stage", p.stage.into()), ("done", (p.done as f64).into()), ("total", (p.total as f64).into())]);
             let _ = f.call1(&JsValue::NULL, &o);
-        }
-        if aborted(&signal) {
-            cancel.cancel();
         }
     }
 }
@@ -249,7 +247,7 @@ async fn upscale_with(state: &mut State, image: JsValue, opts: JsValue) -> Resul
     }
     let cancel = Cancel::default();
     let _abort = glue::AbortLink::new(&signal, &cancel);
-    let mut progress = run_progress(function_opt(&opts, "onProgress"), signal, cancel.clone());
+    let mut progress = run_progress(function_opt(&opts, "onProgress"));
     let (lp, ls) = (get_f64(&opts, "lambdaPix"), get_f64(&opts, "lambdaSem"));
     match &state.model {
         Model::Gan(up) => {
@@ -293,9 +291,9 @@ async fn upscale_with(state: &mut State, image: JsValue, opts: JsValue) -> Resul
                 preprocess.process_size = p as u32;
             }
             let tiling = SdTiling {
-                latent_tile: positive_opt(&opts, "latentTile")?,
-                latent_overlap: get_f64(&opts, "latentOverlap").map(|v| v.max(0.0) as usize),
-                vae_rows: positive_opt(&opts, "vaeTile")?,
+                latent_tile: whole_opt(&opts, "latentTile", 1.0)?,
+                latent_overlap: whole_opt(&opts, "latentOverlap", 0.0)?,
+                vae_rows: whole_opt(&opts, "vaeTile", 1.0)?,
                 limits: state.limits,
             };
             if tiling.latent_overlap.zip(tiling.latent_tile).is_some_and(|(o, t)| o >= t) {
