@@ -39,9 +39,12 @@ pub fn decode_with_limit(bytes: &[u8], max_pixels: u64) -> Result<Decoded, Image
     if bytes.is_empty() {
         return Err(ImageError::Empty);
     }
-    let reader = ImageReader::new(Cursor::new(bytes))
+    let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| ImageError::Corrupt(e.to_string()))?;
+    // Our own size check comes first (the header is read without allocating pixels); the
+    // library's default limits would refuse a large header with a vaguer message.
+    reader.no_limits();
     match reader.format() {
         Some(ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP) => {}
         Some(other) => return Err(ImageError::Unsupported { format: format!("{other:?}") }),
@@ -90,6 +93,37 @@ pub fn encode_png(rgb: &RgbImage, alpha: Option<&GrayImage>) -> Result<Vec<u8>, 
     };
     result.map_err(|e| ImageError::Write { path: "<png>".into(), detail: e.to_string() })?;
     Ok(out)
+}
+
+/// The output size asked for: `scale` (above 0, at most the model's) or a target `width`
+/// (the height keeps the aspect ratio), for an input of `w` x `h` that the model enlarges
+/// `model_scale` times. `None`: the model's own size.
+pub fn output_size(w: u32, h: u32, model_scale: u32, scale: Option<f64>, width: Option<u32>) -> Result<Option<(u32, u32)>, String> {
+    let full = (w * model_scale, h * model_scale);
+    let size = match (scale, width) {
+        (Some(_), Some(_)) => return Err("give an output scale or a target width, not both".into()),
+        (None, None) => return Ok(None),
+        (Some(s), None) => {
+            if !(s > 0.0 && s <= model_scale as f64) {
+                return Err(format!("the output scale must be above 0 and at most the model's {model_scale}, not {s}"));
+            }
+            ((w as f64 * s).round().max(1.0) as u32, (h as f64 * s).round().max(1.0) as u32)
+        }
+        (None, Some(tw)) => {
+            if tw == 0 || tw > full.0 {
+                return Err(format!("the target width must be 1 to {} pixels (x{model_scale} of {w}), not {tw}", full.0));
+            }
+            (tw, ((h as f64 * tw as f64 / w as f64).round().max(1.0) as u32).min(full.1))
+        }
+    };
+    Ok((size != full).then_some(size))
+}
+
+/// The model's output (and its alpha) brought down to `size` by a Lanczos-3 resample: a
+/// smaller output scale than the model's own keeps its detail without aliasing.
+pub fn downscale(rgb: &RgbImage, alpha: Option<&GrayImage>, size: (u32, u32)) -> (RgbImage, Option<GrayImage>) {
+    use image::imageops::{FilterType, resize};
+    (resize(rgb, size.0, size.1, FilterType::Lanczos3), alpha.map(|a| resize(a, size.0, size.1, FilterType::Lanczos3)))
 }
 
 /// torch's bicubic kernel (a = -0.75).
@@ -187,10 +221,47 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_header_is_refused_by_its_size() {
+        // A valid PNG header claiming 40000x40000 RGBA, and one tiny IDAT chunk.
+        let mut ihdr = b"IHDR".to_vec();
+        ihdr.extend_from_slice(&40000u32.to_be_bytes());
+        ihdr.extend_from_slice(&40000u32.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 6, 0, 0, 0]);
+        let crc = crc32fast::hash(&ihdr);
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0d".to_vec();
+        png.extend_from_slice(&ihdr);
+        png.extend_from_slice(&crc.to_be_bytes());
+        let idat = b"IDAT\x78\x9c\x03\0\0\0\0\x01";
+        png.extend_from_slice(&((idat.len() - 4) as u32).to_be_bytes());
+        png.extend_from_slice(idat);
+        png.extend_from_slice(&crc32fast::hash(idat).to_be_bytes());
+        let e = decode(&png).err().unwrap().to_string();
+        assert_eq!(e, "the image is 40000x40000 pixels; the largest supported input is 25 megapixels");
+    }
+
+    #[test]
     fn gif_is_refused_by_name() {
         let gif = b"GIF89a\x01\0\x01\0\0\0\0;";
         let e = decode(gif).err().unwrap().to_string();
         assert!(e.contains("not supported") || e.contains("not a PNG"), "{e}");
+    }
+
+    #[test]
+    fn output_sizes() {
+        assert_eq!(output_size(10, 6, 4, None, None), Ok(None));
+        assert_eq!(output_size(10, 6, 4, Some(4.0), None), Ok(None));
+        assert_eq!(output_size(10, 6, 4, Some(2.0), None), Ok(Some((20, 12))));
+        assert_eq!(output_size(10, 6, 4, Some(1.5), None), Ok(Some((15, 9))));
+        assert_eq!(output_size(10, 6, 4, None, Some(25)), Ok(Some((25, 15))));
+        assert_eq!(output_size(10, 6, 4, None, Some(40)), Ok(None));
+        assert!(output_size(10, 6, 4, Some(5.0), None).unwrap_err().contains("at most the model's 4"));
+        assert!(output_size(10, 6, 4, None, Some(41)).unwrap_err().contains("1 to 40 pixels"));
+        assert!(output_size(10, 6, 4, Some(2.0), Some(20)).is_err());
+        let rgb = RgbImage::from_pixel(40, 24, image::Rgb([10, 200, 30]));
+        let alpha = GrayImage::from_pixel(40, 24, image::Luma([128]));
+        let (r, a) = downscale(&rgb, Some(&alpha), (20, 12));
+        assert_eq!(r.dimensions(), (20, 12));
+        assert!(r.pixels().all(|p| p.0 == [10, 200, 30]) && a.unwrap().pixels().all(|p| p.0 == [128]));
     }
 
     #[test]

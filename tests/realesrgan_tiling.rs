@@ -12,7 +12,7 @@ use onestep_sr::upscaler::{GanUpscaler, read_image};
 fn tiled_matches_whole_image_psnr_45db() {
     let up = GanUpscaler::load(&realesrgan_dir(), &cpu(), &mut |_| {}).unwrap();
     let img = read_image(&fixture("realesrgan/astronaut_256.png")).unwrap();
-    let whole = up.upscale_rgb(&img.rgb, TileOptions { tile: usize::MAX, overlap: 0 }, &mut |_| {}).unwrap();
+    let whole = up.upscale_rgb(&img.rgb, TileOptions { tile: usize::MAX, overlap: 0, ..TileOptions::default() }, &mut |_| {}).unwrap();
     let mut tiles = 0;
     let tiled = up.upscale_rgb(&img.rgb, TileOptions::default(), &mut |p| tiles = p.total).unwrap();
     assert!(tiles > 1, "the default tile must actually tile a 256x256 image");

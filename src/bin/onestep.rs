@@ -105,6 +105,13 @@ enum Command {
         /// encoder pass and one pair of UNet passes; writes OUT's stem + `_p{X}_s{Y}.png`.
         #[arg(long, value_delimiter = ',', num_args = 1..)]
         lambda_grid: Option<Vec<String>>,
+        /// Output scale below the model's (e.g. 2 or 1.5): the model's output is brought down
+        /// by a Lanczos-3 resample.
+        #[arg(long, conflicts_with = "width")]
+        scale: Option<f64>,
+        /// Output width in pixels (at most the model's); the height keeps the aspect ratio.
+        #[arg(long)]
+        width: Option<u32>,
     },
     /// Convert weights into format v1.
     #[command(subcommand)]
@@ -295,6 +302,8 @@ fn run(command: Command) -> Result<()> {
             latent_overlap,
             vae_tile,
             lambda_grid,
+            scale,
+            width,
         } => {
             if latent_tile == Some(0) || latent_overlap.is_some_and(|o| o >= latent_tile.unwrap_or(96)) {
                 return Err("--latent-tile must be positive and larger than --latent-overlap".into());
@@ -309,6 +318,9 @@ fn run(command: Command) -> Result<()> {
                         .collect::<std::result::Result<Vec<_>, String>>()
                 })
                 .transpose()?;
+            if grid.is_some() && (scale.is_some() || width.is_some()) {
+                return Err("--lambda-grid writes the model's own size: leave out --scale / --width".into());
+            }
             if grid.is_some() && (lambda_pix.is_some() || lambda_sem.is_some()) {
                 return Err("--lambda-grid replaces --lambda-pix / --lambda-sem".into());
             }
@@ -320,6 +332,9 @@ fn run(command: Command) -> Result<()> {
             }
             // Decode first: a bad image fails fast, before any weights are loaded.
             let img = upscaler::read_image(&input)?;
+            let (in_w, in_h) = img.rgb.dimensions();
+            // Checked against the x4 models before any weights are loaded, again after.
+            image_io::output_size(in_w, in_h, 4, scale, width)?;
             let mut device = open_device(device)?;
             if let DTypeArg::F16 = dtype {
                 // Before any tensor exists on the device: afterwards the defaults are locked.
@@ -334,7 +349,7 @@ fn run(command: Command) -> Result<()> {
                     }
                     let pb = bar("{msg} tile {pos}/{len} [{bar:30}] {elapsed}");
                     pb.set_message("upscaling");
-                    let out = up.upscale(&img, TileOptions { tile, overlap }, &mut |p: Progress| {
+                    let out = up.upscale(&img, TileOptions { tile, overlap, ..TileOptions::default() }, &mut |p: Progress| {
                         pb.set_length(p.total as u64);
                         pb.set_position(p.done as u64);
                     })?;
@@ -398,6 +413,10 @@ fn run(command: Command) -> Result<()> {
                     out
                 }
             };
+            let (rgb, alpha) = match image_io::output_size(in_w, in_h, rgb.width() / in_w, scale, width)? {
+                Some(size) => image_io::downscale(&rgb, alpha.as_ref(), size),
+                None => (rgb, alpha),
+            };
             let png = image_io::encode_png(&rgb, alpha.as_ref())?;
             std::fs::write(&output, png).map_err(|e| format!("cannot write {}: {e}", output.display()))?;
             println!("{}", output.display());
@@ -455,7 +474,7 @@ fn run(command: Command) -> Result<()> {
                 return bench_sd(&model, &device, &img.rgb, process_size, runs, no_warmup);
             }
             let up = load_model(&model, &device)?;
-            let opts = TileOptions { tile, overlap: TileOptions::default().overlap.min(tile / 2) };
+            let opts = TileOptions { tile, overlap: TileOptions::default().overlap.min(tile / 2), ..TileOptions::default() };
             let t0 = Instant::now();
             up.upscale_rgb(&img.rgb, opts, &mut |_| {})?;
             let warmup = t0.elapsed().as_secs_f64();
@@ -488,12 +507,12 @@ fn run(command: Command) -> Result<()> {
                 return latent_tile_sweep(&up, &device, &img.rgb, &tiles, &overlaps);
             }
             let up = load_model(&model, &device)?;
-            let whole = up.upscale_rgb(&img.rgb, TileOptions { tile: usize::MAX, overlap: 0 }, &mut |_| {})?;
+            let whole = up.upscale_rgb(&img.rgb, TileOptions { tile: usize::MAX, overlap: 0, ..TileOptions::default() }, &mut |_| {})?;
             println!("| tile | overlap | tiles | PSNR vs whole (dB) | max abs diff | time (s) |");
             println!("|---:|---:|---:|---:|---:|---:|");
             for &tile in &tiles {
                 for &overlap in overlaps.iter().filter(|&&o| o < tile) {
-                    let opts = TileOptions { tile, overlap };
+                    let opts = TileOptions { tile, overlap, ..TileOptions::default() };
                     let mut n = 0;
                     let t = Instant::now();
                     let tiled = up.upscale_rgb(&img.rgb, opts, &mut |p| n = p.total)?;

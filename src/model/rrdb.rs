@@ -138,7 +138,7 @@ pub struct Rrdb {
 }
 
 impl Rrdb {
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let out = self.rdb3.forward(self.rdb2.forward(self.rdb1.forward(x.clone())));
         out.mul_scalar(RESIDUAL_SCALE).add(x)
     }
@@ -184,10 +184,26 @@ impl RrdbNet {
 
     /// `x`: `[n, 3, h, w]` in 0..1 → `[n, 3, 4h, 4w]` (not clamped).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let feat = self.conv_first.forward(x);
+        let feat = self.head(x);
         let body = self.body.iter().fold(feat.clone(), |h, block| block.forward(h));
+        self.up_last(self.up_first(feat, body))
+    }
+
+    /// The forward pass in steps, so a caller can wait between them: `head`, each body
+    /// block in order, `up_first` (with `head`'s output), `up_last`.
+    pub fn head(&self, x: Tensor<4>) -> Tensor<4> {
+        self.conv_first.forward(x)
+    }
+
+    /// After the body: the trunk's residual and the first x2 upsampling. `feat` is
+    /// [`Self::head`]'s output, `body` the last block's.
+    pub fn up_first(&self, feat: Tensor<4>, body: Tensor<4>) -> Tensor<4> {
         let feat = feat + self.conv_body.forward(body);
-        let feat = leaky_relu(self.conv_up1.forward(upsample_nearest2(feat)), LRELU_SLOPE);
+        leaky_relu(self.conv_up1.forward(upsample_nearest2(feat)), LRELU_SLOPE)
+    }
+
+    /// The second x2 upsampling and the last convolutions.
+    pub fn up_last(&self, feat: Tensor<4>) -> Tensor<4> {
         let feat = leaky_relu(self.conv_up2.forward(upsample_nearest2(feat)), LRELU_SLOPE);
         self.conv_last.forward(leaky_relu(self.conv_hr.forward(feat), LRELU_SLOPE))
     }

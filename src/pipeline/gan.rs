@@ -22,12 +22,16 @@ pub struct TileOptions {
     /// Tile side in (padded) input pixels.
     pub tile: usize,
     pub overlap: usize,
+    /// Inside a tile, wait for the device and report progress after every this many steps
+    /// (body blocks, then the two upsampling steps; 0: only between tiles). For devices where
+    /// one tile takes seconds.
+    pub block_checkpoints: usize,
 }
 
 impl Default for TileOptions {
     /// Chosen from the tiled-vs-whole table in BENCHMARKS.md.
     fn default() -> Self {
-        Self { tile: 192, overlap: 32 }
+        Self { tile: 192, overlap: 32, block_checkpoints: 0 }
     }
 }
 
@@ -153,13 +157,32 @@ pub async fn upscale_async(
 ) -> Result<RgbImage, RunError> {
     let mut tiler = GanTiler::new(img, opts);
     let total = tiler.plan.len();
+    // Steps of a tile: the body blocks, then the two upsampling steps.
+    let steps = model.body.len() + 2;
+    progress(Progress::new("upscale", 0, total));
     for i in 0..total {
-        cancel.check()?;
-        let out = model.forward(tiler.input(i, device)).into_data_async().await?;
+        cancel.checkpoint().await?;
+        // On a slow device: wait after every `block_checkpoints` steps and say so.
+        let mut step = async |done: usize, t: &Tensor<4>| -> Result<(), RunError> {
+            if opts.block_checkpoints > 0 && done % opts.block_checkpoints == 0 {
+                t.clone().slice([0..1, 0..1, 0..1, 0..1]).into_data_async().await?;
+                progress(Progress { part: Some((done, steps)), ..Progress::new("upscale", i, total) });
+                cancel.checkpoint().await?;
+            }
+            Ok(())
+        };
+        let feat = model.head(tiler.input(i, device));
+        let mut h = feat.clone();
+        for (b, block) in model.body.iter().enumerate() {
+            h = block.forward(h);
+            step(b + 1, &h).await?;
+        }
+        let h = model.up_first(feat, h);
+        step(steps - 1, &h).await?;
+        let out = model.up_last(h).into_data_async().await?;
         let values = out.convert::<f32>().try_into_vec::<f32>().map_err(|e| RunError::Execution(format!("{e:?}")))?;
         tiler.accept(i, &values);
-        progress(Progress { stage: "upscale", done: i + 1, total });
-        super::yield_to_host().await;
+        progress(Progress::new("upscale", i + 1, total));
     }
     Ok(tiler.finish())
 }

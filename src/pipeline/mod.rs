@@ -7,26 +7,60 @@ pub mod pil_resize;
 pub mod preprocess;
 pub mod sd_upscale;
 
-/// Progress of a pipeline stage: `done` of `total` units (tiles).
+/// Progress of a pipeline stage: `done` of `total` units (tiles); inside a unit that takes
+/// long, `part` = (parts done, parts) of the unit now running (e.g. RRDB blocks of a tile).
 #[derive(Clone, Copy, Debug)]
 pub struct Progress {
     pub stage: &'static str,
     pub done: usize,
     pub total: usize,
+    pub part: Option<(usize, usize)>,
 }
 
+impl Progress {
+    pub fn new(stage: &'static str, done: usize, total: usize) -> Self {
+        Self { stage, done, total, part: None }
+    }
+}
+
+/// The host's turn, handed down by the caller: in the browser a future that resolves on the
+/// next task, so the worker's queued events (an abort among them) run between tiles.
+pub type YieldHook = std::sync::Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> + Send + Sync>;
+
 /// Stops a run at the next tile or band boundary once set (from another thread, or from the
-/// page between tiles in the browser). Clones share the flag.
-#[derive(Clone, Debug, Default)]
-pub struct Cancel(std::sync::Arc<std::sync::atomic::AtomicBool>);
+/// page between tiles in the browser), and gives the host its turn there. Clones share the flag.
+#[derive(Clone, Default)]
+pub struct Cancel {
+    flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    host: Option<YieldHook>,
+}
+
+impl std::fmt::Debug for Cancel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cancel").field("cancelled", &self.is_cancelled()).field("yields", &self.host.is_some()).finish()
+    }
+}
 
 impl Cancel {
+    /// A flag whose checkpoints also await `host` (the browser's next task).
+    pub fn with_yield(host: YieldHook) -> Self {
+        Self { flag: Default::default(), host: Some(host) }
+    }
+
     pub fn cancel(&self) {
-        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.flag.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
+        self.flag.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Gives the host its turn (nothing natively), then reports whether the run may go on.
+    pub async fn checkpoint(&self) -> Result<(), RunError> {
+        if let Some(host) = &self.host {
+            host().await;
+        }
+        self.check()
     }
 
     pub fn check(&self) -> Result<(), RunError> {
@@ -36,15 +70,8 @@ impl Cancel {
 
 impl PartialEq for Cancel {
     fn eq(&self, other: &Self) -> bool {
-        std::sync::Arc::ptr_eq(&self.0, &other.0)
+        std::sync::Arc::ptr_eq(&self.flag, &other.flag)
     }
-}
-
-/// Gives the host a turn between tiles: in the browser the worker's queued events (an abort
-/// among them) run before the next tile. Nothing to do natively.
-pub(crate) async fn yield_to_host() {
-    #[cfg(target_arch = "wasm32")]
-    crate::web::glue::next_task().await;
 }
 
 /// Why a run stopped.

@@ -152,10 +152,9 @@ impl SdTiling {
 }
 
 /// Waits until the device has computed `t` (one value is read back), so progress means work
-/// done, then gives the host a turn (in the browser an abort is seen before the next tile).
+/// done.
 async fn settle(t: &Tensor<4>) -> Result<(), RunError> {
     t.clone().slice([0..1, 0..1, 0..1, 0..1]).into_data_async().await?;
-    super::yield_to_host().await;
     Ok(())
 }
 
@@ -190,14 +189,15 @@ pub async fn prepare_async(
     let park = (cuts.park_on_host && *device != host && !cfg!(target_arch = "wasm32"))
         .then(|| Park { compute: device.clone(), host });
 
+    progress(Progress::new("encode", 0, 1));
     let x = to_model_input(&pre.input, device);
     let moments = vae::encode(&model.vae.encoder, Bands::split(x, cuts.rows).parked(park.clone()), &mut Norms::default())
         .map(|t| model.vae.quant_conv.forward_f32(t))
         .join();
     let z = model.latent_from_moments(moments, opts.latent);
     settle(&z).await?;
-    progress(Progress { stage: "encode", done: 1, total: 1 });
-    opts.cancel.check()?;
+    progress(Progress::new("encode", 1, 1));
+    opts.cancel.checkpoint().await?;
 
     let tiles = LatentTiles::plan(h / 8, w / 8, cuts.latent_tile, cuts.latent_overlap);
     let sems: &[bool] = match (model.config.method, opts.guidance) {
@@ -206,13 +206,14 @@ pub async fn prepare_async(
         (Method::PisaSr, Guidance::Adjustable { .. }) => &[true, false],
     };
     let n = tiles.as_ref().map_or(1, |t| t.origins.len());
+    progress(Progress::new("unet", 0, sems.len() * n));
     let mut passes = Vec::with_capacity(sems.len());
     for (pass, &sem) in sems.iter().enumerate() {
         let mut tile = async |i: usize, t: Tensor<4>| -> Result<Tensor<4>, RunError> {
             let eps = model.eps(t, sem).cast(FloatDType::F32);
             settle(&eps).await?;
-            progress(Progress { stage: "unet", done: pass * n + i + 1, total: sems.len() * n });
-            opts.cancel.check()?;
+            progress(Progress::new("unet", pass * n + i + 1, sems.len() * n));
+            opts.cancel.checkpoint().await?;
             Ok(eps)
         };
         passes.push(match &tiles {
@@ -244,6 +245,11 @@ impl Restoration {
         }
     }
 
+    /// Where the next renders check for cancellation (a new call brings its own flag).
+    pub fn set_cancel(&mut self, cancel: Cancel) {
+        self.cancel = cancel;
+    }
+
     /// The decoder's input bands for `lambdas`: `post_quant_conv(z_h / sf)`.
     fn latent_bands(&self, model: &OneStepSr, lambdas: (f32, f32)) -> Bands {
         let zq = model.vae.post_quant_conv.forward_f32(self.z_hat(lambdas) / model.sf());
@@ -270,10 +276,11 @@ impl Restoration {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<RgbImage, RunError> {
         self.cancel.check()?;
+        progress(Progress::new("decode", 0, 1));
         let mut norms = Norms::exact();
         let img = vae::decode(&model.vae.decoder, self.latent_bands(model, lambdas), &mut norms)
             .map(|t| t.clamp(-1.0, 1.0) * 0.5 + 0.5);
-        progress(Progress { stage: "decode", done: 1, total: 1 });
+        progress(Progress::new("decode", 1, 1));
         let adain = (self.colour_fix == ColourFix::Adain).then(|| self.adain_stats(&img));
         let out = self.colour_fixed(&img, adain.clone(), progress).await?;
         self.last = Some(WholeStats { lambdas, norms: norms.into_seen(), adain });
@@ -388,6 +395,8 @@ impl Restoration {
         let device = img.get(0).device();
         let mut out = RgbImage::new(w, h as u32);
         let mut y = 0usize;
+        // The decoder's work is waited for here, band by band.
+        progress(Progress::new("colour fix", 0, img.len()));
         for i in 0..img.len() {
             let band = &img.get(i);
             let rows = band.dims()[2];
@@ -406,9 +415,8 @@ impl Restoration {
             let values = fixed.into_data_async().await?.convert::<f32>().try_into_vec::<f32>().expect("float image");
             image::imageops::replace(&mut out, &to_rgb8(&values, rows, w as usize), 0, y as i64);
             y += rows;
-            progress(Progress { stage: "colour fix", done: i + 1, total: img.len() });
-            super::yield_to_host().await;
-            self.cancel.check()?;
+            progress(Progress::new("colour fix", i + 1, img.len()));
+            self.cancel.checkpoint().await?;
         }
         Ok(out)
     }

@@ -19,32 +19,46 @@ use crate::pipeline::colour_fix::ColourFix;
 use crate::pipeline::gan::{self, TileOptions};
 use crate::pipeline::one_step::Guidance;
 use crate::pipeline::preprocess::PreprocessOptions;
-use crate::pipeline::sd_upscale::{self, Restoration, SdOptions, SdTiling};
+use crate::pipeline::sd_upscale::{self, Region, Restoration, SdOptions, SdTiling};
 use crate::pipeline::{Cancel, Progress, RunError};
 use crate::tiling::memory::{DeviceLimits, Precision, plan_sd};
 use crate::upscaler::Upscaler as Model;
 
 /// The largest input the browser build accepts: its x4 result (RGB plus the RGBA copy
 /// handed to the page) must fit wasm32's memory and one ArrayBuffer.
-pub const MAX_BROWSER_INPUT_PIXELS: f64 = 4_000_000.0;
+pub const MAX_BROWSER_INPUT_PIXELS: u64 = 4_000_000;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &str = r#"
-export interface LoadProgress { stage: "download" | "cache"; shard: number; shards: number; bytesDone: number; bytesTotal: number }
+export interface LoadProgress {
+  /** manifest → (cache | download) per shard → upload (to the device) per shard → build */
+  stage: "manifest" | "download" | "cache" | "upload" | "build";
+  shard: number; shards: number; bytesDone: number; bytesTotal: number;
+}
 export interface LoadOptions {
   onProgress?: (p: LoadProgress) => void;
   signal?: AbortSignal;
   /** Ask the browser to keep the cached weights under storage pressure. */
   persist?: boolean;
-  /** "auto" (WebGPU when there is an adapter, else the CPU), "webgpu" or "cpu". */
+  /** "auto" (a hardware WebGPU adapter when there is one, else the CPU: a software adapter
+   *  such as SwiftShader is skipped, with a notice), "webgpu" (any adapter) or "cpu". */
   backend?: "auto" | "webgpu" | "cpu";
   /** "auto": f16 compute when the adapter has shader-f16, else f32. */
   precision?: "auto" | "f16" | "f32";
   /** Largest piece of a tensor copied into the wasm heap at a time (default 4 MiB). */
   uploadBlockBytes?: number;
 }
-export interface RunProgress { stage: string; done: number; total: number }
+/** A run's progress: `done` of `total` units of `stage` ("read", "upscale" tiles, "encode",
+ *  "unet" latent tiles, "decode", "colour fix" bands, "write"); inside a long unit, `part`
+ *  of `parts` (Real-ESRGAN: body blocks of the tile now running). */
+export interface RunProgress { stage: string; done: number; total: number; part?: number; parts?: number }
 export interface UpscaleOptions {
+  /** "png": a PNG Blob encoded in wasm (the CLI's bytes); "imagedata": an ImageData.
+   *  Default: "png" for a File / Blob input, "imagedata" for pixels. */
+  output?: "png" | "imagedata";
+  /** Output scale below the model's (Lanczos-3 downscale of its output), or a target width
+   *  in pixels (height keeps the aspect ratio). Default: the model's own scale. */
+  scale?: number; width?: number;
   /** Real-ESRGAN: tile side in input pixels (default 192) and overlap (default 32). */
   tile?: number; overlap?: number;
   /** PiSA-SR adjustable mode (keeps both LoRA predictions for adjust()). */
@@ -60,7 +74,9 @@ export interface UpscaleOptions {
   onProgress?: (p: RunProgress) => void;
   signal?: AbortSignal;
 }
-export interface ModelInfo { modelId: string; architecture: string; backend: "webgpu" | "cpu"; precision: "f16" | "f32"; fromCache: number; fromNetwork: number; notices: string[] }
+export interface AdjustOptions { output?: "png" | "imagedata"; onProgress?: (p: RunProgress) => void; signal?: AbortSignal }
+export interface Region { x: number; y: number; width: number; height: number }
+export interface ModelInfo { modelId: string; architecture: string; scale: number; backend: "webgpu" | "cpu"; precision: "f16" | "f32"; fromCache: number; fromNetwork: number; notices: string[] }
 export interface CachedModel { url: string; modelId: string; architecture: string; bytes: number; totalBytes: number; shards: number; totalShards: number; complete: boolean }
 export interface Capabilities {
   webgpu: boolean; backend: "webgpu" | "cpu"; shaderF16: boolean; notice?: string;
@@ -115,16 +131,37 @@ async fn webgpu(precision: &str) -> Result<Gpu, String> {
     r
 }
 
+/// Whether `auto` should skip this adapter, and why: a software adapter (SwiftShader, WARP,
+/// lavapipe) runs these models far slower than the CPU backend.
+fn software_adapter(adapter: &JsValue) -> Option<String> {
+    if !get(adapter, "isFallbackAdapter").as_bool().unwrap_or(false) {
+        return None;
+    }
+    let name: Vec<String> = ["description", "vendor", "architecture"].iter().filter_map(|k| get(adapter, k).as_string()).filter(|s| !s.is_empty()).collect();
+    let name = if name.is_empty() { "a fallback adapter".to_string() } else { name.join(" ") };
+    Some(format!(
+        "the only WebGPU adapter is a software one ({name}), slower than the CPU path: running on the CPU (backend: \"webgpu\" forces the adapter)"
+    ))
+}
+
 /// The device for `backend` ("auto", "webgpu", "cpu") and a notice when it fell back.
 async fn choose_device(backend: &str, precision: &str) -> Result<(Gpu, &'static str, Option<String>), String> {
     let cpu = || Gpu { device: crate::device::cpu(), f16: false, limits: DeviceLimits::webgpu_default() };
     match backend {
         "cpu" => Ok((cpu(), "cpu", None)),
         "webgpu" => webgpu(precision).await.map(|g| (g, "webgpu", None)),
-        "auto" | "" => match webgpu(precision).await {
-            Ok(g) => Ok((g, "webgpu", None)),
-            Err(why) => Ok((cpu(), "cpu", Some(format!("{why}; running on the CPU (slower)")))),
-        },
+        "auto" | "" => {
+            let adapter = glue::gpu_adapter().await;
+            if !(adapter.is_null() || adapter.is_undefined()) {
+                if let Some(why) = software_adapter(&adapter) {
+                    return Ok((cpu(), "cpu", Some(why)));
+                }
+            }
+            match webgpu(precision).await {
+                Ok(g) => Ok((g, "webgpu", None)),
+                Err(why) => Ok((cpu(), "cpu", Some(format!("{why}; running on the CPU (slower)")))),
+            }
+        }
         other => Err(format!("backend must be \"auto\", \"webgpu\" or \"cpu\", not {other:?}")),
     }
 }
@@ -150,12 +187,22 @@ fn function_opt(opts: &JsValue, key: &str) -> Option<js_sys::Function> {
     get(opts, key).dyn_into::<js_sys::Function>().ok()
 }
 
+/// PiSA-SR's last adjustable result, for `adjust` / `adjustRegion`: what comes before the
+/// decoder, the input's alpha plane and the output size asked for.
+struct Last {
+    restoration: Restoration,
+    alpha: Option<GrayImage>,
+    size: Option<(u32, u32)>,
+}
+
 struct State {
     model: Model,
     device: Device,
     limits: DeviceLimits,
-    /// PiSA-SR's last adjustable result, its alpha plane, for `adjust`.
-    last: Option<(Restoration, Option<GrayImage>)>,
+    last: Option<Last>,
+    /// Milliseconds per Real-ESRGAN tile in the last run: slow devices also report (and take
+    /// aborts) between the body blocks of a tile.
+    tile_ms: Option<f64>,
 }
 
 /// A loaded model on this thread's device.
@@ -182,10 +229,22 @@ where
 fn run_progress(on: Option<js_sys::Function>) -> impl FnMut(Progress) {
     move |p: Progress| {
         if let Some(f) = &on {
-            let o = object(&[("stage", p.stage.into()), ("done", (p.done as f64).into()), ("total", (p.total as f64).into())]);
-            let _ = f.call1(&JsValue::NULL, &o);
+            let mut pairs = vec![("stage", p.stage.into()), ("done", (p.done as f64).into()), ("total", (p.total as f64).into())];
+            if let Some((part, parts)) = p.part {
+                pairs.extend([("part", (part as f64).into()), ("parts", (parts as f64).into())]);
+            }
+            let _ = f.call1(&JsValue::NULL, &object(&pairs));
         }
     }
+}
+
+/// A run's cancel flag, set by `signal`, whose checkpoints give the worker a turn (so the
+/// abort message is seen between tiles). Keep the link alive for the run.
+fn cancel_for(signal: &JsValue) -> (Cancel, glue::AbortLink) {
+    let next_task = || -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> { Box::pin(glue::next_task()) };
+    let cancel = Cancel::with_yield(std::sync::Arc::new(next_task));
+    let link = glue::AbortLink::new(signal, &cancel);
+    (cancel, link)
 }
 
 fn run_error(e: RunError) -> String {
@@ -199,11 +258,8 @@ fn split_rgba(image: &JsValue) -> Result<(RgbImage, Option<GrayImage>), String> 
     if w < 1.0 || h < 1.0 {
         return Err("the image is empty".into());
     }
-    if w * h > MAX_BROWSER_INPUT_PIXELS {
-        return Err(format!(
-            "the image is {w}x{h} pixels; the browser build takes at most {} megapixels (its x4 result must fit the tab's memory)",
-            MAX_BROWSER_INPUT_PIXELS / 1e6
-        ));
+    if w * h > MAX_BROWSER_INPUT_PIXELS as f64 {
+        return Err(image_io::ImageError::TooLarge { width: w as u32, height: h as u32, max: MAX_BROWSER_INPUT_PIXELS / 1_000_000 }.to_string());
     }
     let data = js_sys::Uint8ClampedArray::new(&get(&px, "data")).to_vec();
     let (w, h) = (w as u32, h as u32);
@@ -219,13 +275,64 @@ fn split_rgba(image: &JsValue) -> Result<(RgbImage, Option<GrayImage>), String> 
     Ok((rgb, alpha))
 }
 
-fn to_image_data(rgb: &RgbImage, alpha: Option<&GrayImage>) -> JsValue {
+/// What a run returns.
+#[derive(Clone, Copy, PartialEq)]
+enum Output {
+    Png,
+    ImageData,
+}
+
+fn output_opt(opts: &JsValue, encoded: bool) -> Result<Output, String> {
+    match string_opt(opts, "output").as_deref() {
+        None => Ok(if encoded { Output::Png } else { Output::ImageData }),
+        Some("png") => Ok(Output::Png),
+        Some("imagedata") => Ok(Output::ImageData),
+        Some(other) => Err(format!("output must be \"png\" or \"imagedata\", not {other:?}")),
+    }
+}
+
+/// The input as RGB + alpha: a File / Blob decoded here exactly as the CLI decodes a file
+/// (EXIF orientation, 16-bit, straight alpha, the header's size checked before any pixel is
+/// allocated), or the pixels of an ImageData / ImageBitmap. Also whether it was encoded.
+async fn read_input(image: &JsValue, progress: &mut dyn FnMut(Progress)) -> Result<(RgbImage, Option<GrayImage>, bool), String> {
+    if !glue::is_blob(image) {
+        let (rgb, alpha) = split_rgba(image)?;
+        return Ok((rgb, alpha, false));
+    }
+    progress(Progress::new("read", 0, 1));
+    let bytes = glue::blob_bytes(image).await.map_err(|e| format!("cannot read the file: {}", glue::error_message(&e)))?;
+    let bytes = js_sys::Uint8Array::new(&bytes).to_vec();
+    let d = image_io::decode_with_limit(&bytes, MAX_BROWSER_INPUT_PIXELS).map_err(|e| e.to_string())?;
+    progress(Progress::new("read", 1, 1));
+    Ok((d.rgb, d.alpha, true))
+}
+
+/// The model's output with the input's alpha (bicubic, as the CLI does), brought to `size`,
+/// as a PNG Blob or an ImageData.
+fn deliver(rgb: RgbImage, alpha: Option<&GrayImage>, size: Option<(u32, u32)>, output: Output, progress: &mut dyn FnMut(Progress)) -> Result<JsValue, String> {
     let (w, h) = rgb.dimensions();
     let alpha = alpha.map(|a| image_io::resize_bicubic_gray(a, w, h));
+    let (rgb, alpha) = match size {
+        Some(size) => image_io::downscale(&rgb, alpha.as_ref(), size),
+        None => (rgb, alpha),
+    };
+    match output {
+        Output::Png => {
+            progress(Progress::new("write", 0, 1));
+            let png = image_io::encode_png(&rgb, alpha.as_ref()).map_err(|e| e.to_string())?;
+            progress(Progress::new("write", 1, 1));
+            Ok(glue::png_blob(&png))
+        }
+        Output::ImageData => Ok(image_data(&rgb, alpha.as_ref())),
+    }
+}
+
+fn image_data(rgb: &RgbImage, alpha: Option<&GrayImage>) -> JsValue {
+    let (w, h) = rgb.dimensions();
     let mut rgba = Vec::with_capacity((w * h * 4) as usize);
     for (i, p) in rgb.pixels().enumerate() {
         rgba.extend_from_slice(&p.0);
-        rgba.push(alpha.as_ref().map_or(255, |a| a.as_raw()[i]));
+        rgba.push(alpha.map_or(255, |a| a.as_raw()[i]));
     }
     glue::make_image_data(&rgba, w, h)
 }
@@ -239,48 +346,69 @@ fn colour_fix(opts: &JsValue) -> Result<ColourFix, String> {
     }
 }
 
+fn model_scale(model: &Model) -> u32 {
+    match model {
+        Model::Gan(_) => gan::SCALE as u32,
+        Model::Sd(up) => up.model.config.scale as u32,
+    }
+}
+
 async fn upscale_with(state: &mut State, image: JsValue, opts: JsValue) -> Result<JsValue, String> {
-    let (rgb, alpha) = split_rgba(&image)?;
     let signal = get(&opts, "signal");
+    let mut progress = run_progress(function_opt(&opts, "onProgress"));
+    // Options first: a mistake is reported before any work.
+    let (lp, ls) = (get_f64(&opts, "lambdaPix"), get_f64(&opts, "lambdaSem"));
+    let pisa = matches!(&state.model, Model::Sd(up) if up.model.config.method == Method::PisaSr);
+    if (lp.is_some() || ls.is_some()) && !pisa {
+        return Err("lambdaPix / lambdaSem apply to PiSA-SR models only".into());
+    }
+    let scale = get_f64(&opts, "scale");
+    let width = whole_opt(&opts, "width", 1.0)?.map(|w| w as u32);
+    let (rgb, alpha, encoded) = read_input(&image, &mut progress).await?;
+    let output = output_opt(&opts, encoded)?;
+    let (w, h) = rgb.dimensions();
+    let size = image_io::output_size(w, h, model_scale(&state.model), scale, width)?;
     if aborted(&signal) {
         return Err("cancelled".into());
     }
-    let cancel = Cancel::default();
-    let _abort = glue::AbortLink::new(&signal, &cancel);
-    let mut progress = run_progress(function_opt(&opts, "onProgress"));
-    let (lp, ls) = (get_f64(&opts, "lambdaPix"), get_f64(&opts, "lambdaSem"));
+    let (cancel, _abort) = cancel_for(&signal);
     match &state.model {
         Model::Gan(up) => {
-            if lp.is_some() || ls.is_some() {
-                return Err("lambdaPix / lambdaSem apply to PiSA-SR models only".into());
-            }
             let d = TileOptions::default();
+            // Slow devices (a first run compiling shaders, a software adapter) report between
+            // body blocks too; a second readback per block costs little there.
+            let slow = state.tile_ms.is_none_or(|ms| ms > 1000.0);
             let tile = TileOptions {
                 tile: get_f64(&opts, "tile").map_or(d.tile, |v| v as usize),
                 overlap: get_f64(&opts, "overlap").map_or(d.overlap, |v| v as usize),
+                block_checkpoints: usize::from(slow),
             };
             if tile.tile == 0 || tile.overlap >= tile.tile {
                 return Err("tile must be positive and larger than overlap".into());
             }
-            let out = match gan::upscale_async(&up.model, &state.device, &rgb, tile, &mut progress, &cancel).await {
+            let t0 = glue::now();
+            let mut tiles = 0;
+            let mut counting = |p: Progress| {
+                tiles = p.total;
+                progress(p)
+            };
+            let out = match gan::upscale_async(&up.model, &state.device, &rgb, tile, &mut counting, &cancel).await {
                 // One retry with tiles of half the side (a quarter of the memory).
                 Err(RunError::OutOfMemory(why)) if tile.tile >= 64 => {
-                    let smaller = TileOptions { tile: tile.tile / 2, overlap: tile.overlap.min(tile.tile / 8) };
+                    let smaller = TileOptions { tile: tile.tile / 2, overlap: tile.overlap.min(tile.tile / 8), ..tile };
                     let msg = format!("out of GPU memory with {} px tiles ({why}); retrying once with {} px tiles", tile.tile, smaller.tile);
                     web_sys::console::warn_1(&msg.into());
-                    gan::upscale_async(&up.model, &state.device, &rgb, smaller, &mut progress, &cancel).await
+                    gan::upscale_async(&up.model, &state.device, &rgb, smaller, &mut counting, &cancel).await
                 }
                 r => r,
             }
             .map_err(run_error)?;
-            Ok(to_image_data(&out, alpha.as_ref()))
+            state.tile_ms = Some((glue::now() - t0) / tiles.max(1) as f64);
+            deliver(out, alpha.as_ref(), size, output, &mut progress)
         }
         Model::Sd(up) => {
             let guidance = match (lp, ls) {
                 (None, None) => Guidance::Default,
-                _ if up.model.config.method == Method::OseDiff => {
-                    return Err("lambdaPix / lambdaSem apply to PiSA-SR models only".into());
-                }
                 (p, s) => Guidance::Adjustable { lambda_pix: p.unwrap_or(1.0) as f32, lambda_sem: s.unwrap_or(1.0) as f32 },
             };
             let mut preprocess = PreprocessOptions::default();
@@ -315,11 +443,67 @@ async fn upscale_with(state: &mut State, image: JsValue, opts: JsValue) -> Resul
                 r => r,
             }
             .map_err(run_error)?;
-            let result = to_image_data(&out, alpha.as_ref());
-            state.last = matches!(guidance, Guidance::Adjustable { .. }).then_some((restoration, alpha));
+            let result = deliver(out, alpha.as_ref(), size, output, &mut progress)?;
+            state.last = matches!(guidance, Guidance::Adjustable { .. }).then_some(Last { restoration, alpha, size });
             Ok(result)
         }
     }
+}
+
+/// The PiSA-SR model and its last adjustable result, or why there are none.
+fn adjustable(s: &mut State) -> Result<(&crate::pipeline::one_step::OneStepSr, &mut Last), String> {
+    let up = match &s.model {
+        Model::Sd(up) if up.model.config.method == Method::PisaSr => up,
+        _ => return Err("adjust() needs a PiSA-SR model".to_string()),
+    };
+    let last = s.last.as_mut().ok_or("adjust() needs a PiSA-SR result made with lambdaPix / lambdaSem: call upscale() with them first")?;
+    Ok((&up.model, last))
+}
+
+async fn adjust_with(s: &mut State, lambdas: (f32, f32), opts: JsValue) -> Result<JsValue, String> {
+    let output = output_opt(&opts, false)?;
+    let signal = get(&opts, "signal");
+    if aborted(&signal) {
+        return Err("cancelled".into());
+    }
+    let mut progress = run_progress(function_opt(&opts, "onProgress"));
+    let (model, last) = adjustable(s)?;
+    let (cancel, _abort) = cancel_for(&signal);
+    last.restoration.set_cancel(cancel);
+    let out = last.restoration.render_async(model, lambdas, &mut progress).await.map_err(run_error)?;
+    deliver(out, last.alpha.as_ref(), last.size, output, &mut progress)
+}
+
+/// Latents of context around a previewed region (the CLI's bench-adjust default).
+const REGION_HALO: usize = 8;
+
+async fn adjust_region_with(s: &mut State, lambdas: (f32, f32), region: JsValue) -> Result<JsValue, String> {
+    let (model, last) = adjustable(s)?;
+    let r = &last.restoration;
+    let (nw, nh) = r.pre.input.dimensions();
+    // The caller's region is in output pixels (the model's own size, before `scale` /
+    // `width`); the network input may be larger (a small image is first enlarged).
+    let (ow, oh) = r.pre.out_size;
+    let num = |k: &str| get_f64(&region, k).filter(|v| v.is_finite() && *v >= 0.0).ok_or(format!("region.{k} must be a number of at least 0"));
+    let (x, y, w, h) = (num("x")?, num("y")?, num("width")?, num("height")?);
+    if w < 1.0 || h < 1.0 || x + w > ow as f64 || y + h > oh as f64 {
+        return Err(format!("the region {w}x{h} at ({x}, {y}) is not inside the {ow}x{oh} result"));
+    }
+    let (sx, sy) = (nw as f64 / ow as f64, nh as f64 / oh as f64);
+    let net = Region {
+        x: (x * sx).floor() as usize,
+        y: (y * sy).floor() as usize,
+        w: (((x + w) * sx).ceil() as usize).min(nw as usize) - (x * sx).floor() as usize,
+        h: (((y + h) * sy).ceil() as usize).min(nh as usize) - (y * sy).floor() as usize,
+    };
+    let part = last.restoration.render_region_async(model, lambdas, net, REGION_HALO).await?;
+    let (w, h) = (w as u32, h as u32);
+    let part = if part.dimensions() == (w, h) { part } else { image::imageops::resize(&part, w, h, image::imageops::FilterType::Triangle) };
+    let alpha = last.alpha.as_ref().map(|a| {
+        let full = image_io::resize_bicubic_gray(a, ow, oh);
+        image::imageops::crop_imm(&full, x as u32, y as u32, w, h).to_image()
+    });
+    Ok(image_data(&part, alpha.as_ref()))
 }
 
 #[wasm_bindgen]
@@ -341,6 +525,11 @@ impl Upscaler {
                 block_bytes: get_f64(&opts, "uploadBlockBytes").map_or(shards::BLOCK_BYTES, |v| (v as u64).max(1)),
             };
             let (manifest, store, report) = shards::load(&manifest_url, &gpu.device, &load).await.map_err(js_error)?;
+            if let Some(f) = &load.on_progress {
+                let (n, bytes) = (manifest.shards.len() as f64, manifest.total_bytes() as f64);
+                let p = object(&[("stage", "build".into()), ("shard", n.into()), ("shards", n.into()), ("bytesDone", bytes.into()), ("bytesTotal", bytes.into())]);
+                let _ = f.call1(&JsValue::NULL, &p);
+            }
             let model = Model::from_store(&manifest, store, &gpu.device).map_err(|e| js_error(e.to_string()))?;
             let notices = js_sys::Array::new();
             for n in notice.iter().chain(report.notices.iter()) {
@@ -349,13 +538,14 @@ impl Upscaler {
             let info = object(&[
                 ("modelId", manifest.model_id.as_str().into()),
                 ("architecture", manifest.architecture.as_str().into()),
+                ("scale", (model_scale(&model) as f64).into()),
                 ("backend", backend.into()),
                 ("precision", (if gpu.f16 { "f16" } else { "f32" }).into()),
                 ("fromCache", (report.from_cache as f64).into()),
                 ("fromNetwork", (report.from_network as f64).into()),
                 ("notices", notices.into()),
             ]);
-            let state = State { model, device: gpu.device, limits: gpu.limits, last: None };
+            let state = State { model, device: gpu.device, limits: gpu.limits, last: None, tile_ms: None };
             Ok(Upscaler { state: Rc::new(RefCell::new(Some(state))), info }.into())
         })
     }
@@ -366,11 +556,13 @@ impl Upscaler {
         self.info.clone()
     }
 
-    /// Upscale an ImageData or ImageBitmap x4; resolves to ImageData.
-    #[wasm_bindgen(unchecked_return_type = "Promise<ImageData>")]
+    /// Upscale a File / Blob (decoded here as the CLI decodes a file), an ImageData or an
+    /// ImageBitmap by the model's scale (or `scale` / `width`); resolves to a PNG Blob
+    /// (`output: "png"`, the default for files) or an ImageData.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Blob | ImageData>")]
     pub fn upscale(
         &self,
-        #[wasm_bindgen(unchecked_param_type = "ImageData | ImageBitmap")] image: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Blob | ImageData | ImageBitmap")] image: JsValue,
         #[wasm_bindgen(unchecked_param_type = "UpscaleOptions | undefined")] opts: JsValue,
     ) -> js_sys::Promise {
         let cell = self.state.clone();
@@ -383,26 +575,41 @@ impl Upscaler {
         })
     }
 
-    /// PiSA-SR: the last adjustable result at new lambdas, without the encoder or the UNet
-    /// (only the decoder runs). Resolves to ImageData.
-    #[wasm_bindgen(unchecked_return_type = "Promise<ImageData>")]
-    pub fn adjust(&self, #[wasm_bindgen(js_name = lambdaPix)] lambda_pix: f32, #[wasm_bindgen(js_name = lambdaSem)] lambda_sem: f32) -> js_sys::Promise {
+    /// PiSA-SR: the last adjustable result at new lambdas, whole and exact, without the
+    /// encoder or the UNet (only the decoder runs). Resolves to an ImageData, or a PNG Blob
+    /// with `output: "png"`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Blob | ImageData>")]
+    pub fn adjust(
+        &self,
+        #[wasm_bindgen(js_name = lambdaPix)] lambda_pix: f32,
+        #[wasm_bindgen(js_name = lambdaSem)] lambda_sem: f32,
+        #[wasm_bindgen(unchecked_param_type = "AdjustOptions | undefined")] opts: JsValue,
+    ) -> js_sys::Promise {
         let cell = self.state.clone();
         future_to_promise(async move {
             with_state(cell, |mut s| async move {
-                let r = async {
-                    let up = match &s.model {
-                        Model::Sd(up) if up.model.config.method == Method::PisaSr => up,
-                        _ => return Err("adjust() needs a PiSA-SR model".to_string()),
-                    };
-                    let (restoration, alpha) = s
-                        .last
-                        .as_mut()
-                        .ok_or("adjust() needs a PiSA-SR result made with lambdaPix / lambdaSem: call upscale() with them first")?;
-                    let out = restoration.render_async(&up.model, (lambda_pix, lambda_sem), &mut |_| {}).await.map_err(run_error)?;
-                    Ok(to_image_data(&out, alpha.as_ref()))
-                }
-                .await;
+                let r = adjust_with(&mut s, (lambda_pix, lambda_sem), opts).await;
+                (s, r)
+            })
+            .await
+        })
+    }
+
+    /// PiSA-SR: a fast preview of `region` (output pixels) of the last adjustable result at
+    /// new lambdas: the decoder runs on the region and its surroundings only, with the
+    /// whole image's statistics estimated (`Restoration::render_region`). Resolves to an
+    /// ImageData of the region; `adjust` gives the exact whole image.
+    #[wasm_bindgen(js_name = adjustRegion, unchecked_return_type = "Promise<ImageData>")]
+    pub fn adjust_region(
+        &self,
+        #[wasm_bindgen(js_name = lambdaPix)] lambda_pix: f32,
+        #[wasm_bindgen(js_name = lambdaSem)] lambda_sem: f32,
+        #[wasm_bindgen(unchecked_param_type = "Region")] region: JsValue,
+    ) -> js_sys::Promise {
+        let cell = self.state.clone();
+        future_to_promise(async move {
+            with_state(cell, |mut s| async move {
+                let r = adjust_region_with(&mut s, (lambda_pix, lambda_sem), region).await;
                 (s, r)
             })
             .await
@@ -431,15 +638,20 @@ pub fn capabilities(#[wasm_bindgen(unchecked_param_type = "{ width?: number; hei
         let adapter = glue::gpu_adapter().await;
         let webgpu = !(adapter.is_null() || adapter.is_undefined());
         let f16 = webgpu && get(&adapter, "shaderF16").as_bool().unwrap_or(false);
+        // What `backend: "auto"` would pick.
+        let software = webgpu.then(|| software_adapter(&adapter)).flatten();
         let mut pairs: Vec<(&str, JsValue)> = vec![
             ("webgpu", webgpu.into()),
-            ("backend", (if webgpu { "webgpu" } else { "cpu" }).into()),
+            ("backend", (if webgpu && software.is_none() { "webgpu" } else { "cpu" }).into()),
             ("shaderF16", f16.into()),
         ];
         if webgpu {
             pairs.push(("adapter", adapter.clone()));
         } else {
             pairs.push(("notice", "no WebGPU adapter: models run on the CPU (slower)".into()));
+        }
+        if let Some(why) = software {
+            pairs.push(("notice", why.into()));
         }
         if let (Some(w), Some(h)) = (get_f64(&opts, "width"), get_f64(&opts, "height")) {
             let cfg = OneStepConfig::pisa_sr_sd21();

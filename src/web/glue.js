@@ -159,11 +159,33 @@ export async function gpuAdapter() {
   };
 }
 
+/// Whether `v` is a Blob (a File is one): encoded bytes, decoded in wasm as the CLI does.
+export function isBlob(v) {
+  return typeof Blob !== 'undefined' && v instanceof Blob;
+}
+
+/// A Blob's bytes.
+export async function blobBytes(blob) {
+  return new Uint8Array(await blob.arrayBuffer());
+}
+
+/// A PNG Blob of `bytes` (copied: they are a view of wasm memory).
+export function pngBlob(bytes) {
+  return new Blob([bytes.slice()], { type: 'image/png' });
+}
+
+/// Milliseconds on a monotonic clock.
+export function now() {
+  return globalThis.performance?.now() ?? Date.now();
+}
+
 /// RGBA pixels of an ImageData, an ImageBitmap or anything drawImage takes: { width, height, data }.
+/// A canvas stores premultiplied alpha: under low alpha the colour of an ImageBitmap is
+/// rounded away here. Encoded files (Blobs) never take this path.
 export function imagePixels(img) {
   if (typeof ImageData !== 'undefined' && img instanceof ImageData) return img;
   const width = img?.width ?? img?.displayWidth, height = img?.height ?? img?.displayHeight;
-  if (!width || !height) throw new TypeError('upscale() takes an ImageData or an ImageBitmap');
+  if (!width || !height) throw new TypeError('upscale() takes a File or Blob (PNG, JPEG or WebP), an ImageData or an ImageBitmap');
   const canvas = new OffscreenCanvas(width, height);
   const ctx = canvas.getContext('2d');
   ctx.drawImage(img, 0, 0);

@@ -40,6 +40,13 @@ extern "C" {
     pub async fn next_task();
     #[wasm_bindgen(js_name = onAbort)]
     pub fn on_abort(signal: &JsValue, f: &js_sys::Function) -> js_sys::Function;
+    #[wasm_bindgen(js_name = isBlob)]
+    pub fn is_blob(v: &JsValue) -> bool;
+    #[wasm_bindgen(catch, js_name = blobBytes)]
+    pub async fn blob_bytes(blob: &JsValue) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_name = pngBlob)]
+    pub fn png_blob(bytes: &[u8]) -> JsValue;
+    pub fn now() -> f64;
     #[wasm_bindgen(js_name = makeImageData)]
     pub fn make_image_data(rgba: &[u8], width: u32, height: u32) -> JsValue;
 }

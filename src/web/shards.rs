@@ -182,6 +182,7 @@ async fn fetch_shard(
 pub async fn load(url: &str, device: &Device, opts: &LoadOptions) -> Result<(Manifest, ParamStore, LoadReport), String> {
     let url = &absolute(url)?;
     let mut report = LoadReport::default();
+    Progress { f: opts.on_progress.as_ref(), shards: 0, bytes_total: 0.0 }.report("manifest", 0, 0.0);
     let text = manifest_text(url, &opts.signal, &mut report.notices).await?;
     let manifest = Manifest::from_json(&text).map_err(|e| format!("{url} is not a weight manifest: {e}"))?;
     // Before any shard is downloaded.
@@ -267,6 +268,7 @@ pub async fn load(url: &str, device: &Device, opts: &LoadOptions) -> Result<(Man
                 b
             }
         };
+        progress.report("upload", i + 1, done);
         store
             .insert_shard_blocks(&manifest, i, opts.block_bytes, &mut |offset, length| {
                 let mut v = vec![0u8; length as usize];

@@ -1,9 +1,15 @@
 // The page's side of the worker: the same API as the wasm package (Upscaler.load, upscale,
-// adjust, cached, evict, capabilities), with inference off the main thread.
-import type { Op, Response } from './protocol';
+// adjust, adjustRegion, cached, evict, capabilities), with inference off the main thread.
+// Progress arrives enriched: `fraction` of the whole call, a `text` line for a person and
+// `etaMs` (progress.ts).
+import type { Input, Op, Region, Response } from './protocol';
+import { ProgressTracker, type Progress } from './progress';
 
-type Progress = (p: any) => void;
-interface Call { resolve: (v: any) => void; reject: (e: Error) => void; onProgress?: Progress }
+export type { Progress, Region, Input };
+export { formatEta } from './progress';
+
+type OnProgress = (p: Progress) => void;
+interface Call { resolve: (v: any) => void; reject: (e: Error) => void; onProgress?: (p: any) => void }
 
 class Channel {
   private worker: Worker;
@@ -31,7 +37,7 @@ class Channel {
     this.calls.clear();
   }
 
-  call<T>(op: Op, opts: { onProgress?: Progress; signal?: AbortSignal } = {}, transfer: Transferable[] = []): Promise<T> {
+  call<T>(op: Op, opts: { onProgress?: (p: any) => void; signal?: AbortSignal } = {}, transfer: Transferable[] = []): Promise<T> {
     const id = this.next++;
     if (opts.signal?.aborted) return Promise.reject(new Error('cancelled'));
     return new Promise<T>((resolve, reject) => {
@@ -50,29 +56,69 @@ class Channel {
 let shared: Channel | null = null;
 const channel = () => (shared ??= new Channel(new URL('./worker.js', import.meta.url)));
 
-export interface LoadOptions { onProgress?: Progress; signal?: AbortSignal; persist?: boolean; backend?: 'auto' | 'webgpu' | 'cpu'; precision?: 'auto' | 'f16' | 'f32' }
+/// Wraps a caller's onProgress with a tracker that adds fraction, text and time left.
+function tracked(on: OnProgress | undefined, tracker: ProgressTracker) {
+  return on && ((raw: any) => on(tracker.update(raw)));
+}
+
+export interface LoadOptions {
+  onProgress?: OnProgress; signal?: AbortSignal; persist?: boolean;
+  /** "auto" skips software WebGPU adapters (SwiftShader): the CPU path is faster there. */
+  backend?: 'auto' | 'webgpu' | 'cpu'; precision?: 'auto' | 'f16' | 'f32'; uploadBlockBytes?: number;
+}
 export interface UpscaleOptions {
+  /** "png" (default for a File / Blob): a PNG Blob encoded in wasm, the CLI's bytes. */
+  output?: 'png' | 'imagedata';
+  /** Output scale below the model's, or a target width (Lanczos-3 downscale of the output). */
+  scale?: number; width?: number;
   tile?: number; overlap?: number; lambdaPix?: number; lambdaSem?: number;
   colorFix?: 'adain' | 'wavelet' | 'none'; processSize?: number;
-  latentTile?: number; latentOverlap?: number; vaeTile?: number; onProgress?: Progress; signal?: AbortSignal;
+  latentTile?: number; latentOverlap?: number; vaeTile?: number; onProgress?: OnProgress; signal?: AbortSignal;
+}
+export interface AdjustOptions { output?: 'png' | 'imagedata'; onProgress?: OnProgress; signal?: AbortSignal }
+export interface ModelInfo {
+  modelId: string; architecture: string; scale: number; backend: 'webgpu' | 'cpu'; precision: 'f16' | 'f32';
+  fromCache: number; fromNetwork: number; notices: string[];
 }
 
 export class Upscaler {
-  private constructor(public readonly info: any) {}
+  private runs = 0;
+  private constructor(public readonly info: ModelInfo) {}
 
   static async load(manifestUrl: string, opts: LoadOptions = {}): Promise<Upscaler> {
     const { onProgress, signal, ...rest } = opts;
     const url = new URL(manifestUrl, location.href).href;
-    return new Upscaler(await channel().call({ op: 'load', url, opts: rest }, { onProgress, signal }));
+    // The backend is known only at the end; "auto" shows the GPU wording once it says so.
+    const tracker = new ProgressTracker('load', { backend: rest.backend === 'cpu' ? 'cpu' : 'webgpu' });
+    return new Upscaler(await channel().call({ op: 'load', url, opts: rest }, { onProgress: tracked(onProgress, tracker), signal }));
   }
 
-  upscale(image: ImageData | ImageBitmap, opts: UpscaleOptions = {}): Promise<ImageData> {
+  /** A File or Blob → a PNG Blob (unless `output: 'imagedata'`); ImageData / ImageBitmap →
+   *  ImageData (unless `output: 'png'`). A canvas premultiplies alpha: pass files as Blobs. */
+  upscale(image: Blob, opts?: UpscaleOptions & { output?: 'png' }): Promise<Blob>;
+  upscale(image: Input, opts?: UpscaleOptions): Promise<Blob | ImageData>;
+  upscale(image: Input, opts: UpscaleOptions = {}): Promise<Blob | ImageData> {
     const { onProgress, signal, ...rest } = opts;
-    return channel().call({ op: 'upscale', image, opts: rest }, { onProgress, signal });
+    const tracker = new ProgressTracker('run', {
+      diffusion: this.info.architecture !== 'rrdbnet',
+      compiling: this.info.backend === 'webgpu' && this.runs === 0,
+      backend: this.info.backend,
+    });
+    this.runs++;
+    return channel().call({ op: 'upscale', image, opts: rest }, { onProgress: tracked(onProgress, tracker), signal });
   }
 
-  adjust(lambdaPix: number, lambdaSem: number): Promise<ImageData> {
-    return channel().call({ op: 'adjust', lambdaPix, lambdaSem });
+  /** PiSA-SR, after an upscale with lambdaPix / lambdaSem: the whole image at new lambdas
+   *  (decoder only), exact. */
+  adjust(lambdaPix: number, lambdaSem: number, opts: AdjustOptions = {}): Promise<Blob | ImageData> {
+    const { onProgress, signal, ...rest } = opts;
+    const tracker = new ProgressTracker('run', { diffusion: true, backend: this.info.backend });
+    return channel().call({ op: 'adjust', lambdaPix, lambdaSem, opts: rest }, { onProgress: tracked(onProgress, tracker), signal });
+  }
+
+  /** PiSA-SR: a fast, approximate preview of one region of the result (output pixels). */
+  adjustRegion(lambdaPix: number, lambdaSem: number, region: Region): Promise<ImageData> {
+    return channel().call({ op: 'adjustRegion', lambdaPix, lambdaSem, region });
   }
 
   static cached(): Promise<any[]> {

@@ -1,9 +1,13 @@
 // Messages between the page (client.ts) and the inference worker (worker.ts).
 
+export type Input = Blob | ImageData | ImageBitmap;
+export interface Region { x: number; y: number; width: number; height: number }
+
 export type Op =
-  | { op: 'load'; url: string; opts: { persist?: boolean; backend?: 'auto' | 'webgpu' | 'cpu'; precision?: 'auto' | 'f16' | 'f32' } }
-  | { op: 'upscale'; image: ImageData | ImageBitmap; opts: Record<string, unknown> }
-  | { op: 'adjust'; lambdaPix: number; lambdaSem: number }
+  | { op: 'load'; url: string; opts: { persist?: boolean; backend?: 'auto' | 'webgpu' | 'cpu'; precision?: 'auto' | 'f16' | 'f32'; uploadBlockBytes?: number } }
+  | { op: 'upscale'; image: Input; opts: Record<string, unknown> }
+  | { op: 'adjust'; lambdaPix: number; lambdaSem: number; opts: Record<string, unknown> }
+  | { op: 'adjustRegion'; lambdaPix: number; lambdaSem: number; region: Region }
   | { op: 'cached' }
   | { op: 'evict'; url: string }
   | { op: 'capabilities'; opts?: { width?: number; height?: number } }

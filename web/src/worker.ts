@@ -1,6 +1,7 @@
 // The inference worker: owns the wasm module and the loaded model, so the page stays
 // responsive. One model at a time; requests run in order; `cancel` aborts a request
-// between shards or tiles.
+// between shards or tiles (or before it starts). Files arrive as Blobs and leave as PNG
+// Blobs: no canvas touches the pixels.
 import type { Request, Response } from './protocol';
 
 type Pkg = typeof import('../../pkg/onestep_sr.js');
@@ -22,6 +23,8 @@ async function wasm(): Promise<Pkg> {
 async function handle(req: Request): Promise<unknown> {
   const m = await wasm();
   const signal = controllers.get(req.id)?.signal;
+  // Cancelled while it waited behind another request.
+  if (signal?.aborted) throw new Error('cancelled');
   const onProgress = (progress: unknown) => post({ id: req.id, type: 'progress', progress });
   switch (req.op) {
     case 'load': {
@@ -35,7 +38,10 @@ async function handle(req: Request): Promise<unknown> {
       return model.upscale(req.image, { ...req.opts, onProgress, signal });
     case 'adjust':
       if (!model) throw new Error('no model loaded: call load() first');
-      return model.adjust(req.lambdaPix, req.lambdaSem);
+      return model.adjust(req.lambdaPix, req.lambdaSem, { ...req.opts, onProgress, signal });
+    case 'adjustRegion':
+      if (!model) throw new Error('no model loaded: call load() first');
+      return model.adjustRegion(req.lambdaPix, req.lambdaSem, req.region);
     case 'cached':
       return m.Upscaler.cached();
     case 'evict':

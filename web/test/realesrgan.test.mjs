@@ -2,17 +2,24 @@
 // the CPU fallback) against the native CLI on the same photo; the IndexedDB cache.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { readFileSync } from 'node:fs';
 import { browser, harness, onestep, scratch, server } from './helpers.mjs';
+import { pngDiff } from './png.mjs';
 
 const MODEL = '/models/realesrgan-x4plus/manifest.json';
 // 16x16: WebGPU on SwiftShader (the only adapter in CI) runs RRDBNet at about 0.5 GFLOP/s.
 const PHOTO = 'tests/fixtures/realesrgan/chelsea_16.png';
 let srv, out;
 
+// WebGPU runs the straight-alpha gradient as a file: Blob in, PNG out (exact.test.mjs runs
+// the same path on the CPU and through the worker).
+const ALPHA = 'tests/fixtures/browser/alpha_gradient_16.png';
+
 before(async () => {
   out = scratch();
   // The reference: the native CLI on burn's CPU backend.
   onestep('upscale', PHOTO, '-o', `${out}/native.png`, '--device', 'cpu');
+  onestep('upscale', ALPHA, '-o', `${out}/alpha.png`, '--device', 'cpu');
   srv = await server({ '/out/': out });
 });
 after(() => srv.close());
@@ -40,12 +47,27 @@ test('WebGPU: the browser gives the native CLI image within 1 level; a second lo
     assert.equal(caps.webgpu, true, 'SwiftShader WebGPU adapter expected');
     assert.ok(caps.estimate.peakBytes > 0, JSON.stringify(caps.estimate));
     srv.clear();
-    // Tensors copied into the wasm heap in 64 KiB row blocks and joined on the GPU.
-    const r = await upscaleInPage(page, { uploadBlockBytes: 65536 });
-    console.log('webgpu', JSON.stringify({ ...r, stages: r.stages.length }));
+    // Tensors copied into the wasm heap in 64 KiB row blocks and joined on the GPU; the
+    // software adapter forced (auto would pick the CPU).
+    const r = await page.evaluate(async ({ model }) => {
+      const t0 = performance.now();
+      const up = await window.pkg.Upscaler.load(model, { backend: 'webgpu', uploadBlockBytes: 65536 });
+      const t1 = performance.now();
+      const blob = await (await fetch('/fixtures/browser/alpha_gradient_16.png')).blob();
+      const progress = [];
+      const png = await up.upscale(blob, { onProgress: (p) => progress.push([Math.round(performance.now() - t1), p.stage, p.done, p.total, p.part ?? null]) });
+      const t2 = performance.now();
+      return { info: up.info, type: png.type, bytes: Array.from(new Uint8Array(await png.arrayBuffer())), progress, loadMs: t1 - t0, runMs: t2 - t1 };
+    }, { model: MODEL });
+    const d = pngDiff(Buffer.from(r.bytes), readFileSync(`${out}/alpha.png`));
+    console.log('webgpu', JSON.stringify({ info: r.info, diff: d, loadMs: r.loadMs, runMs: r.runMs, progress: r.progress }));
     assert.equal(r.info.backend, 'webgpu');
-    assert.deepEqual(r.size, [64, 64]);
-    assert.ok(r.diff.max <= 1, `max difference ${r.diff.max} levels (${r.diff.n} values differ)`);
+    assert.equal(r.type, 'image/png');
+    assert.deepEqual(d.size, [64, 64]);
+    assert.ok(d.max <= 1, `max difference ${d.max} levels over RGBA (${d.n} values differ)`);
+    // A first WebGPU run reports between the body blocks of its tile: progress inside a
+    // long tile, never a silent stretch.
+    assert.ok(r.progress.filter((p) => p[1] === 'upscale' && p[4] !== null).length >= 20, JSON.stringify(r.progress));
     assert.equal(r.info.fromNetwork, 1);
     assert.ok(srv.requests('/models/realesrgan-x4plus/shard-') >= 1);
     const cached = await page.evaluate(() => window.pkg.Upscaler.cached());
@@ -60,7 +82,7 @@ test('WebGPU: the browser gives the native CLI image within 1 level; a second lo
   ctx = await browser({ profile });
   try {
     const page = await harness(ctx, srv.url);
-    const info = await page.evaluate(async (m) => (await window.pkg.Upscaler.load(m)).info, MODEL);
+    const info = await page.evaluate(async (m) => (await window.pkg.Upscaler.load(m, { backend: 'webgpu' })).info, MODEL);
     assert.equal(srv.requests('/models/realesrgan-x4plus/shard-'), 0, 'shard requests on the second load');
     assert.equal(info.fromCache, 1);
     assert.equal(info.fromNetwork, 0);
@@ -111,7 +133,7 @@ test('without WebGPU the CPU fallback upscales and says so', async () => {
     assert.equal(c.after, 64);
     assert.match(c.tile, /tile must be positive and larger than overlap/);
     assert.match(c.lambda, /apply to PiSA-SR models only/);
-    assert.match(c.image, /takes an ImageData or an ImageBitmap/);
+    assert.match(c.image, /takes a File or Blob \(PNG, JPEG or WebP\), an ImageData or an ImageBitmap/);
   } finally {
     await ctx.close();
   }
