@@ -18,4 +18,4 @@ rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target
 v=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')
 [ "$("$ONESTEP_CACHE/tools/bin/wasm-bindgen" --version 2>/dev/null)" = "wasm-bindgen $v" ] \
   || cargo install wasm-bindgen-cli --version "$v" --root "$ONESTEP_CACHE/tools"
-[ -d web/node_modules/playwright-core ] || npm --prefix web ci --no-audit --no-fund
+{ [ -d web/node_modules/playwright-core ] && [ -d web/node_modules/fflate ]; } || npm --prefix web ci --no-audit --no-fund

@@ -50,14 +50,15 @@ pub fn decode_with_limit(bytes: &[u8], max_pixels: u64) -> Result<Decoded, Image
         Some(other) => return Err(ImageError::Unsupported { format: format!("{other:?}") }),
         None => return Err(ImageError::UnknownFormat),
     }
+    if let Ok(size) = imagesize::blob_size(bytes) {
+        check_size(size.width as u64, size.height as u64, max_pixels)?;
+    }
     let mut decoder = reader.into_decoder().map_err(corrupt)?;
     let (width, height) = decoder.dimensions();
     if width == 0 || height == 0 {
         return Err(ImageError::Corrupt(format!("the header says {width}x{height} pixels")));
     }
-    if width as u64 * height as u64 > max_pixels {
-        return Err(ImageError::TooLarge { width, height, max: max_pixels / 1_000_000 });
-    }
+    check_size(width as u64, height as u64, max_pixels)?;
     let mut limits = image::Limits::default();
     // Enough for the pixels at 16 bits per channel with alpha, and nothing more.
     limits.max_alloc = Some(width as u64 * height as u64 * 8 + (1 << 20));
@@ -70,6 +71,14 @@ pub fn decode_with_limit(bytes: &[u8], max_pixels: u64) -> Result<Decoded, Image
         GrayImage::from_fn(rgba.width(), rgba.height(), |x, y| image::Luma([rgba.get_pixel(x, y)[3]]))
     });
     Ok(Decoded { rgb: img.to_rgb8(), alpha })
+}
+
+fn check_size(width: u64, height: u64, max_pixels: u64) -> Result<(), ImageError> {
+    if width * height > max_pixels {
+        let (width, height) = (width.min(u32::MAX as u64) as u32, height.min(u32::MAX as u64) as u32);
+        return Err(ImageError::TooLarge { width, height, max: max_pixels / 1_000_000 });
+    }
+    Ok(())
 }
 
 fn corrupt(e: image::ImageError) -> ImageError {

@@ -104,3 +104,35 @@ fn converter_rejects_a_mismatched_bin() {
     assert!(!ok);
     assert!(err.starts_with("error: ") && err.contains("Interp"), "{err}");
 }
+
+/// `--scale` / `--width`: the model's output brought down by Lanczos-3 to the exact size asked
+/// for, alpha kept (and resampled the same way); a scale above the model's is a clear error.
+#[test]
+fn output_scale_and_width() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::realesrgan_dir();
+    let alpha = common::fixture("browser/alpha_gradient_16.png");
+    let exif = common::fixture("browser/exif_rot6.jpg");
+    let run = |input: &Path, name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec!["upscale", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--device", "cpu", "--model", model.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let (ok, _, err) = onestep(&args);
+        (ok, err, out)
+    };
+    let (ok, err, full) = run(&alpha, "full.png", &[]);
+    assert!(ok, "{err}");
+    let (ok, err, half) = run(&alpha, "half.png", &["--scale", "2"]);
+    assert!(ok, "{err}");
+    let (full, half) = (common::read_rgba(&full), common::read_rgba(&half));
+    assert_eq!(half.dimensions(), (32, 32));
+    let want = image::imageops::resize(&full, 32, 32, image::imageops::FilterType::Lanczos3);
+    assert!(common::max_abs_diff(half.as_raw(), want.as_raw()) <= 1, "the x2 output is the x4 output resampled");
+    assert!(half.pixels().any(|p| p[3] < 128) && half.get_pixel(0, 0)[3] > 200, "alpha kept");
+    // EXIF-rotated 8x12 (upright) at a target width of 20: 20x30.
+    let (ok, err, w) = run(&exif, "w20.png", &["--width", "20"]);
+    assert!(ok, "{err}");
+    assert_eq!(common::read_rgba(&w).dimensions(), (20, 30));
+    let (ok, err, _) = run(&alpha, "x5.png", &["--scale", "5"]);
+    assert!(!ok && err.trim().lines().count() == 1 && err.contains("at most the model's 4"), "{err}");
+}

@@ -2,9 +2,12 @@
 // pinned to the crate's version, wasm-opt from the npm `binaryen` package), then the front
 // end in web/dist/; prints the sizes (raw and gzipped).
 //
-// Env: ONESTEP_WASM_OPT (default -O1; "none" skips wasm-opt), ONESTEP_CACHE, CARGO_TARGET_DIR.
+// Env: ONESTEP_WASM_OPT (default -O1; "none" skips wasm-opt), ONESTEP_CACHE, CARGO_TARGET_DIR;
+// ONESTEP_WEB_ONLY=1 skips steps 1-3 (cargo, wasm-bindgen, wasm-opt) and rebuilds only
+// web/dist from the pkg/ already there.
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -46,47 +49,42 @@ function bindgenCli(version) {
 const kb = (n) => `${(n / 1024).toFixed(0)} KiB`;
 const mib = (n) => `${(n / 1048576).toFixed(2)} MiB`;
 
-// 1. The crate for wasm32 (the target is added if this toolchain lacks it).
-if (!execFileSync('rustup', ['target', 'list', '--installed']).toString().includes('wasm32-unknown-unknown')) {
-  run('rustup', ['target', 'add', 'wasm32-unknown-unknown']);
-}
-run('cargo', ['build', '--release', '--lib', '--target', 'wasm32-unknown-unknown'], {
-  env: { ...process.env, CARGO_TARGET_DIR: target },
-});
-const wasm = join(target, 'wasm32-unknown-unknown', 'release', 'onestep_sr.wasm');
-
-// 2. JS bindings + TypeScript types into pkg/.
-for (const f of existsSync(pkg) ? readdirSync(pkg) : []) if (f !== '.gitkeep') rmSync(join(pkg, f), { recursive: true });
-mkdirSync(pkg, { recursive: true });
-run(bindgenCli(bindgenVersion()), ['--target', 'web', '--out-dir', pkg, '--out-name', 'onestep_sr', wasm]);
-
-// 3. wasm-opt (the npm binaryen package: Debian's 108 breaks externref tables).
+const webOnly = process.env.ONESTEP_WEB_ONLY === '1';
 const out = join(pkg, 'onestep_sr_bg.wasm');
-// -O1: 4.41 MiB gzipped in 1.5 min here; -O2: 4.74 MiB in 3.5 min.
-const level = process.env.ONESTEP_WASM_OPT ?? '-O1';
-if (level !== 'none') {
-  const opt = join(web, 'node_modules', '.bin', 'wasm-opt');
-  run(opt, [level, '--enable-bulk-memory', '--enable-nontrapping-float-to-int', '--enable-sign-ext',
-    '--enable-reference-types', '--enable-multivalue', '--strip-debug', '--strip-producers', out, '-o', out]);
+const level = webOnly ? 'kept' : process.env.ONESTEP_WASM_OPT ?? '-O1';
+if (webOnly) {
+  if (!existsSync(out)) throw new Error('ONESTEP_WEB_ONLY=1 needs a built pkg/: run `npm --prefix web run build` once');
+  console.log('ONESTEP_WEB_ONLY=1: web/dist only, from the pkg/ already built');
+} else {
+  // 1. The crate for wasm32 (the target is added if this toolchain lacks it).
+  if (!execFileSync('rustup', ['target', 'list', '--installed']).toString().includes('wasm32-unknown-unknown')) {
+    run('rustup', ['target', 'add', 'wasm32-unknown-unknown']);
+  }
+  run('cargo', ['build', '--release', '--lib', '--target', 'wasm32-unknown-unknown'], {
+    env: { ...process.env, CARGO_TARGET_DIR: target },
+  });
+  const wasm = join(target, 'wasm32-unknown-unknown', 'release', 'onestep_sr.wasm');
+
+  // 2. JS bindings + TypeScript types into pkg/.
+  for (const f of existsSync(pkg) ? readdirSync(pkg) : []) if (f !== '.gitkeep') rmSync(join(pkg, f), { recursive: true });
+  mkdirSync(pkg, { recursive: true });
+  run(bindgenCli(bindgenVersion()), ['--target', 'web', '--out-dir', pkg, '--out-name', 'onestep_sr', wasm]);
+
+  // 3. wasm-opt (the npm binaryen package: Debian's 108 breaks externref tables).
+  // -O1: 4.41 MiB gzipped in 1.5 min here; -O2: 4.74 MiB in 3.5 min.
+  if (level !== 'none') {
+    const opt = join(web, 'node_modules', '.bin', 'wasm-opt');
+    run(opt, [level, '--enable-bulk-memory', '--enable-nontrapping-float-to-int', '--enable-sign-ext',
+      '--enable-reference-types', '--enable-multivalue', '--strip-debug', '--strip-producers', out, '-o', out]);
+  }
 }
 
-// 4. The front end: the worker, the element, the page, the service worker.
+// 4. The front end: the page, the worker, the element bundle, the client, the static files,
+// pkg/ (so that dist/ alone is a complete site), the model catalog, then the service worker
+// with the list of files to precache and a version made from their bytes.
 rmSync(dist, { recursive: true, force: true });
 mkdirSync(dist, { recursive: true });
-// The service worker precaches the shell and every file of pkg/ (its snippets included).
-const pkgFiles = [];
-const walk = (d, rel) => {
-  for (const f of readdirSync(d)) {
-    const full = join(d, f);
-    if (statSync(full).isDirectory()) walk(full, `${rel}${f}/`);
-    else if (!/(\.d\.ts|\.gitkeep|sizes\.json|package\.json)$/.test(f)) pkgFiles.push(`./pkg/${rel}${f}`);
-  }
-};
-walk(pkg, '');
-const shell = ['./', './index.html', './app.js', './worker.js', './manifest.webmanifest', './icon.svg', ...pkgFiles];
-await esbuild.build({
-  entryPoints: { app: join(web, 'src', 'app.ts'), worker: join(web, 'src', 'worker.ts'), sw: join(web, 'src', 'sw.ts') },
-  define: { __SHELL__: JSON.stringify(shell), __VERSION__: JSON.stringify(`onestep-sr-${Date.now().toString(36)}`) },
+const common = {
   outdir: dist,
   bundle: true,
   format: 'esm',
@@ -96,15 +94,78 @@ await esbuild.build({
   // pkg/ is served beside the app and loaded at run time (the .wasm is fetched by URL).
   external: ['../pkg/*', '/pkg/*'],
   logLevel: 'warning',
+};
+await esbuild.build({
+  ...common,
+  entryPoints: {
+    app: join(web, 'src', 'app.ts'),
+    client: join(web, 'src', 'client.ts'),
+    worker: join(web, 'src', 'worker.ts'),
+    // <script type="module" src="onestep-upscaler.js">: the element and its client in one file.
+    'onestep-upscaler': join(web, 'src', 'element.ts'),
+  },
 });
-for (const f of readdirSync(join(web, 'public'))) copyFileSync(join(web, 'public', f), join(dist, f));
+cpSync(join(web, 'public'), dist, { recursive: true });
+cpSync(pkg, join(dist, 'pkg'), { recursive: true, filter: (f) => !/(\.gitkeep|sizes\.json)$/.test(f) });
+
+// The model catalog: every converted model in models/ (size, scale and architecture from its
+// manifest) with its name, description and licence from web/src/models-table.json; table
+// entries on another origin (absolute URLs) as they are; the default model always.
+const table = JSON.parse(readFileSync(join(web, 'src', 'models-table.json'), 'utf8')).models;
+const catalog = [];
+const models = join(root, 'models');
+for (const dir of existsSync(models) ? readdirSync(models).sort() : []) {
+  const mf = join(models, dir, 'manifest.json');
+  if (!existsSync(mf)) continue;
+  const m = JSON.parse(readFileSync(mf, 'utf8'));
+  const known = table.find((t) => t.id === m.model_id || t.manifest === `models/${dir}/manifest.json`) ?? {};
+  catalog.push({
+    ...known,
+    id: known.id ?? m.model_id ?? dir,
+    name: known.name ?? m.model_id ?? dir,
+    description: known.description ?? '',
+    architecture: m.architecture,
+    scale: m.config?.scale ?? known.scale ?? 4,
+    bytes: m.shards.reduce((n, s) => n + s.bytes, 0),
+    licence: known.licence ?? '',
+    manifest: `models/${dir}/manifest.json`,
+  });
+}
+for (const t of table) {
+  if (catalog.some((c) => c.id === t.id)) continue;
+  if (t.default || /^https?:\/\//.test(t.manifest)) catalog.push(t);
+}
+catalog.sort((a, b) => Number(Boolean(b.default)) - Number(Boolean(a.default)));
+writeFileSync(join(dist, 'models.json'), `${JSON.stringify({ models: catalog }, null, 2)}\n`);
+
+// The service worker precaches the shell and every file of pkg/; its cache's name is a hash
+// of those bytes, so a deployment that changes any of them is a new version.
+const shellFiles = [];
+const walk = (d, rel) => {
+  for (const f of readdirSync(d).sort()) {
+    const full = join(d, f);
+    if (statSync(full).isDirectory()) walk(full, `${rel}${f}/`);
+    else if (!/(\.map|\.d\.ts|package\.json|^sw\.js)$/.test(f)) shellFiles.push(`${rel}${f}`);
+  }
+};
+walk(dist, '');
+const hash = createHash('sha256');
+for (const f of shellFiles) hash.update(`${f}\0`).update(readFileSync(join(dist, f)));
+const version = `onestep-sr-${hash.digest('hex').slice(0, 16)}`;
+const shell = ['./', ...shellFiles.map((f) => `./${f}`)];
+await esbuild.build({
+  ...common,
+  entryPoints: { sw: join(web, 'src', 'sw.ts') },
+  define: { __SHELL__: JSON.stringify(shell), __VERSION__: JSON.stringify(version) },
+});
+console.log(`web/dist: ${shell.length} files precached as ${version}; catalog: ${catalog.map((c) => c.id).join(', ')}`);
 
 // 5. Sizes.
 const sizes = {};
-for (const f of [out, join(pkg, 'onestep_sr.js'), join(dist, 'app.js'), join(dist, 'worker.js')]) {
+for (const f of [out, join(pkg, 'onestep_sr.js'), ...['app.js', 'worker.js', 'onestep-upscaler.js', 'sw.js'].map((f) => join(dist, f))]) {
   const bytes = readFileSync(f);
   sizes[f.slice(root.length + 1)] = { raw: bytes.length, gzip: gzipSync(bytes, { level: 9 }).length };
 }
-for (const [f, s] of Object.entries(sizes)) console.log(`${f}: ${mib(s.raw)} raw, ${mib(s.gzip)} gzipped`);
+for (const [f, s] of Object.entries(sizes)) console.log(`${f}: ${s.raw > 1048576 ? mib(s.raw) : kb(s.raw)} raw, ${s.gzip > 1048576 ? mib(s.gzip) : kb(s.gzip)} gzipped`);
 writeFileSync(join(pkg, 'sizes.json'), JSON.stringify(sizes, null, 2));
 console.log(`wasm: ${kb(statSync(out).size)} (${level})`);

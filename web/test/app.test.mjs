@@ -1,59 +1,201 @@
-// The front end: the upload page and <onestep-upscaler> run inference in a worker (the page
-// keeps animating), and the service worker serves the app offline.
+// The upload page, as a person uses it (CPU fallback: what a browser without WebGPU, or with
+// only a software adapter, runs): "Choose image", "Upscale", "Download" against the native
+// CLI; the compare view; Cancel; a queue of three and "Download all" as a ZIP; the model
+// picker and manager; the layout at 375 and 1440 px; no request leaves 127.0.0.1, and none at
+// all is made while images are upscaled. One browser for the whole file.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
-import { join } from 'node:path';
-import { browser, root, server } from './helpers.mjs';
+import { unzipSync } from 'fflate';
+import { browser, onestep, root, scratch, server } from './helpers.mjs';
+import { pngDiff, readPng } from './png.mjs';
+import { PHOTO, assertLayout, assertLocal, download, openPage, recordRequests, screenshot } from './ui.mjs';
 
-let srv;
-before(async () => { srv = await server(); });
-after(() => srv.close());
+const QUEUE = {
+  'chelsea_16.png': 'tests/fixtures/realesrgan/chelsea_16.png',
+  'alpha_gradient_16.png': 'tests/fixtures/browser/alpha_gradient_16.png',
+  'exif_rot6.jpg': 'tests/fixtures/browser/exif_rot6.jpg',
+};
+let srv, out, ctx, page, requests;
+const cli = (name) => readFileSync(`${out}/${name.replace(/\.[^.]+$/, '')}_x4.png`);
 
-test('the element upscales a dropped file in a worker while the page stays responsive (CPU fallback)', async () => {
-  const ctx = await browser({ webgpu: false });
-  try {
-    const page = await ctx.newPage();
-    const errors = [];
-    page.on('pageerror', (e) => errors.push(e.message));
-    await page.goto(`${srv.url}/`);
-    await page.waitForFunction(() => document.getElementById('caps').textContent !== 'Checking WebGPU…');
-    assert.match(await page.textContent('#caps'), /no WebGPU adapter/);
-    // Count main-thread ticks during the run: a blocked page would not tick.
-    await page.evaluate(() => {
-      window.ticks = 0;
-      setInterval(() => window.ticks++, 50);
-      document.querySelector('onestep-upscaler').addEventListener('result', (e) => {
-        window.result = [e.detail.width, e.detail.height, window.ticks];
-      });
-    });
-    await page.locator('onestep-upscaler input[type=file]').setInputFiles(join(root, 'tests/fixtures/realesrgan/chelsea_16.png'));
-    await page.waitForFunction(() => window.result, null, { timeout: 300_000 });
-    const [w, h, ticks] = await page.evaluate(() => window.result);
-    assert.deepEqual([w, h], [64, 64]);
-    assert.ok(ticks > 10, `the page ticked ${ticks} times during the run`);
-    assert.match(await page.locator('onestep-upscaler .status').textContent(), /^Done in/);
-    assert.ok(await page.locator('onestep-upscaler a.download').isVisible());
-    // The cache list shows the model.
-    await page.waitForFunction(() => document.querySelectorAll('#cache li').length === 1);
-    assert.deepEqual(errors, []);
-  } finally {
-    await ctx.close();
-  }
+before(async () => {
+  out = scratch();
+  for (const [name, path] of Object.entries(QUEUE)) onestep('upscale', path, '-o', `${out}/${name.replace(/\.[^.]+$/, '')}_x4.png`, '--device', 'cpu');
+  onestep('upscale', PHOTO, '-o', `${out}/chelsea_16_x2.png`, '--device', 'cpu', '--scale', '2');
+  srv = await server();
+  ctx = await browser({ webgpu: false });
+  requests = recordRequests(ctx);
+  page = await openPage(ctx, `${srv.url}/`);
+});
+after(async () => {
+  await ctx?.close();
+  await srv?.close();
 });
 
-test('the service worker serves the app shell offline', async () => {
-  const ctx = await browser({ webgpu: false });
-  try {
-    const page = await ctx.newPage();
-    await page.goto(`${srv.url}/`);
-    await page.evaluate(() => navigator.serviceWorker.ready);
-    await page.waitForSelector('#offline:not([hidden])', { timeout: 30_000 });
-    await ctx.setOffline(true);
-    await page.reload();
-    assert.equal(await page.locator('h1').textContent(), 'onestep-sr');
-    await page.waitForFunction(() => document.getElementById('caps').textContent !== 'Checking WebGPU…');
-    assert.match(await page.textContent('#caps'), /no WebGPU adapter/, 'the wasm package ran offline');
-  } finally {
-    await ctx.close();
-  }
+const status = () => page.locator('#status').textContent();
+
+test('the empty page: catalog with size and cached state, CPU notice, layout at 1440 and 375 px', async () => {
+  const t0 = Date.now();
+  await page.waitForFunction(() => document.getElementById('caps').textContent !== 'Checking WebGPU…');
+  assert.match(await page.textContent('#caps'), /CPU/, 'no hardware WebGPU here: the page says the CPU runs it');
+  // The picker shows the default model, its download size and that nothing is cached yet.
+  assert.equal(await page.locator('#model').inputValue(), 'realesrgan-x4plus');
+  await page.waitForFunction(() => document.getElementById('model-info').dataset.cache === 'none');
+  assert.match(await page.textContent('#model-info'), /Download 33\.4 MB/);
+  assert.match(await page.locator('#model option:checked').textContent(), /Real-ESRGAN x4plus .*33\.4 MB/);
+  assert.equal(await page.getByRole('button', { name: 'Upscale', exact: true }).isDisabled(), true);
+  await assertLayout(page, '1440 px, empty');
+  await screenshot(page, 'empty');
+  await page.setViewportSize({ width: 375, height: 812 });
+  await assertLayout(page, '375 px, empty');
+  await page.setViewportSize({ width: 1440, height: 900 });
+  console.log(`empty page: ${Date.now() - t0} ms`);
 });
+
+test('Choose image → Upscale → Download: the CLI\'s PNG, named after the input; the compare view zooms and splits', async () => {
+  const t0 = Date.now();
+  await page.getByLabel('Choose image').setInputFiles(join(PHOTO));
+  const go = page.getByRole('button', { name: 'Upscale', exact: true });
+  await go.click();
+  // While it runs: a progress line and Cancel; the screenshot of that state.
+  await page.waitForFunction(() => /Upscaling/.test(document.getElementById('status').textContent), null, { timeout: 60_000 });
+  assert.ok(await page.getByRole('button', { name: 'Cancel', exact: true }).isVisible());
+  await screenshot(page, 'running');
+  const link = page.getByRole('link', { name: 'Download', exact: true });
+  await link.waitFor({ state: 'visible', timeout: 120_000 });
+  assert.match(await status(), /^Done in [\d.]+ s: chelsea_16_x4\.png\.$/);
+  const d = await download(page, link);
+  assert.equal(d.name, 'chelsea_16_x4.png');
+  const diff = pngDiff(d.bytes, cli('chelsea_16.png'));
+  console.log('page vs CLI', JSON.stringify(diff), Buffer.compare(d.bytes, cli('chelsea_16.png')) === 0 ? 'same bytes' : 'bytes differ');
+  assert.deepEqual(diff.size, [64, 64]);
+  assert.ok(diff.max <= 1, `max difference ${diff.max} levels (${diff.n} values)`);
+  // The model is now on this device: the picker and the manager say so.
+  await page.waitForFunction(() => document.getElementById('model-info').dataset.cache === 'cached');
+  await page.waitForFunction(() => /Real-ESRGAN x4plus: 33\.4 MB/.test(document.getElementById('cache').textContent));
+  // Compare view: both images, a keyboard slider, zoom buttons, 1:1, the wheel.
+  const handle = page.getByRole('slider', { name: 'Before and after' });
+  assert.equal(await handle.getAttribute('aria-valuenow'), '50');
+  await handle.focus();
+  await page.keyboard.press('ArrowLeft');
+  await page.keyboard.press('ArrowLeft');
+  assert.equal(await handle.getAttribute('aria-valuenow'), '46');
+  const zoom = () => page.evaluate(() => Number(document.querySelector('.cmp').dataset.zoom));
+  const fit = await zoom();
+  await page.getByRole('button', { name: 'Zoom in' }).click();
+  assert.ok(Math.abs(await zoom() - fit * 1.5) < 1e-6);
+  await page.getByRole('button', { name: '1:1' }).click();
+  assert.equal(await zoom(), 1);
+  const box = await page.locator('.cmp-view').boundingBox();
+  await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+  await page.mouse.wheel(0, -300);
+  assert.ok(await zoom() > 1, 'the wheel zooms in');
+  await page.getByRole('button', { name: 'Fit' }).click();
+  assert.ok(Math.abs(await zoom() - fit) < 1e-6);
+  assert.equal(await page.evaluate(() => getComputedStyle(document.querySelector('.cmp-before canvas')).imageRendering), 'pixelated');
+  await screenshot(page, 'compare');
+  await assertLayout(page, '1440 px, result');
+  await page.setViewportSize({ width: 375, height: 812 });
+  await assertLayout(page, '375 px, result');
+  await screenshot(page, 'phone', { fullPage: true });
+  await page.setViewportSize({ width: 1440, height: 900 });
+  assertLocal(requests, 'the first upscale');
+  assert.deepEqual(page.errors, []);
+  console.log(`choose/upscale/download: ${Date.now() - t0} ms`);
+});
+
+test('three files queued: three results, no request while they run, and "Download all" is a ZIP of three PNGs', async () => {
+  const t0 = Date.now();
+  // Start from an empty queue.
+  await clearQueue();
+  await page.getByLabel('Choose image').setInputFiles(Object.values(QUEUE).map((p) => join(p)));
+  await page.waitForFunction(() => document.querySelectorAll('#queue li').length === 3);
+  const from = requests.length;
+  await page.getByRole('button', { name: 'Upscale', exact: true }).click();
+  await page.waitForFunction(() => /^3 of 3 images done/.test(document.getElementById('status').textContent), null, { timeout: 120_000 });
+  // blob: URLs are the page showing its own results (in memory), not network requests.
+  const during = requests.slice(from).filter((r) => !/^(blob|data):/.test(r.url));
+  assert.deepEqual(during.map((r) => r.url), [], 'requests while the queue ran (the model was loaded before)');
+  const zip = await download(page, page.getByRole('button', { name: 'Download all', exact: true }));
+  assert.match(zip.name, /\.zip$/);
+  const files = unzipSync(new Uint8Array(zip.bytes));
+  assert.deepEqual(Object.keys(files).sort(), ['alpha_gradient_16_x4.png', 'chelsea_16_x4.png', 'exif_rot6_x4.png']);
+  for (const [name, bytes] of Object.entries(files)) {
+    const d = pngDiff(Buffer.from(bytes), cli(name.replace('_x4.png', '.png')));
+    console.log(name, JSON.stringify(d));
+    assert.ok(d.max <= 1, `${name}: max difference ${d.max} levels`);
+  }
+  assert.deepEqual(pngDiff(Buffer.from(files['exif_rot6_x4.png']), cli('exif_rot6.jpg')).size, [32, 48], 'EXIF orientation kept');
+  assert.equal(readPng(Buffer.from(files['alpha_gradient_16_x4.png'])).channels, 4, 'alpha kept');
+  // Each item also has its own link.
+  assert.equal(await page.getByRole('link', { name: /^Download .*_x4\.png$/ }).count(), 3);
+  assertLocal(requests, 'the queue');
+  console.log(`queue of three + zip: ${Date.now() - t0} ms`);
+});
+
+test('Cancel in the middle of a run leaves the page usable; the next run succeeds', async () => {
+  const t0 = Date.now();
+  await clearQueue();
+  // 32x32: long enough on the CPU fallback to be stopped in the middle.
+  await page.getByLabel('Choose image').setInputFiles(join('tests/fixtures/realesrgan/chelsea_32.png'));
+  await page.getByRole('button', { name: 'Upscale', exact: true }).click();
+  await page.waitForFunction(() => /Upscaling/.test(document.getElementById('status').textContent), null, { timeout: 60_000 });
+  const c0 = Date.now();
+  await page.getByRole('button', { name: 'Cancel', exact: true }).click();
+  await page.waitForFunction(() => /^Cancelled/.test(document.getElementById('status').textContent), null, { timeout: 10_000 });
+  const cancelMs = Date.now() - c0;
+  console.log(`cancelled after ${cancelMs} ms`);
+  assert.ok(cancelMs < 5000, `Cancel took ${cancelMs} ms`);
+  assert.equal(await page.locator('#queue li').getAttribute('data-state'), 'cancelled');
+  assert.equal(await page.getByRole('button', { name: 'Cancel', exact: true }).isVisible(), false);
+  assert.equal(await page.getByRole('link', { name: 'Download', exact: true }).isVisible(), false);
+  // Still usable: remove it, choose another photo, upscale at x2 (the model's x4 output
+  // brought down, as the CLI's --scale 2 does), download.
+  await page.getByRole('button', { name: 'Remove chelsea_32.png' }).click();
+  await page.getByLabel('Choose image').setInputFiles(join(PHOTO));
+  await page.getByLabel('Output scale').selectOption('2');
+  await page.getByRole('button', { name: 'Upscale', exact: true }).click();
+  const link = page.getByRole('link', { name: 'Download', exact: true });
+  await link.waitFor({ state: 'visible', timeout: 120_000 });
+  const d = await download(page, link);
+  assert.equal(d.name, 'chelsea_16_x2.png');
+  const diff = pngDiff(d.bytes, readFileSync(`${out}/chelsea_16_x2.png`));
+  assert.deepEqual(diff.size, [32, 32]);
+  assert.ok(diff.max <= 1, `x2: max difference ${diff.max} levels`);
+  await page.getByLabel('Output scale').selectOption('');
+  assertLocal(requests, 'cancel and the next run');
+  console.log(`cancel + next run: ${Date.now() - t0} ms`);
+});
+
+test('an unreadable file is a one-line message and the page stays usable', async () => {
+  await clearQueue();
+  await page.getByLabel('Choose image').setInputFiles({ name: 'notes.png', mimeType: 'image/png', buffer: Buffer.from('not an image at all') });
+  await page.waitForFunction(() => document.querySelectorAll('#queue li').length === 1);
+  await page.getByRole('button', { name: 'Upscale', exact: true }).click();
+  await page.waitForFunction(() => document.querySelector('#queue li')?.dataset.state === 'failed', null, { timeout: 30_000 });
+  const msg = await page.textContent('#message');
+  console.log(msg);
+  assert.match(msg, /^Could not upscale notes\.png: .+/);
+  assert.ok(!msg.includes('\n'), 'one line');
+  assert.equal(await page.locator('#message').getAttribute('class'), 'msg error');
+  assert.equal(await page.getByRole('button', { name: 'Upscale', exact: true }).isDisabled(), false);
+});
+
+test('the model manager deletes a cached model', async () => {
+  await page.getByRole('button', { name: 'Delete Real-ESRGAN x4plus' }).click();
+  await page.waitForFunction(() => /No model downloaded yet/.test(document.getElementById('cache').textContent));
+  await page.waitForFunction(() => document.getElementById('model-info').dataset.cache === 'none');
+  assert.match(await page.textContent('#storage'), /^Storage: this site uses .* of the .* this browser allows it\.$/);
+  assertLocal(requests, 'the whole file');
+  assert.deepEqual(page.errors, []);
+});
+
+async function clearQueue() {
+  const remove = page.getByRole('button', { name: /^Remove / });
+  while (await remove.count()) await remove.first().click();
+}
+
+function join(p) {
+  return `${root}/${p}`;
+}

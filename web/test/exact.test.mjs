@@ -130,3 +130,66 @@ test('SwiftShader only: auto picks the CPU and says why; webgpu still runs on it
     await ctx.close();
   }
 });
+
+test('the page: Download gives the API\'s bytes, and the status says what happens now through a long run', async () => {
+  const { download, openPage } = await import('./ui.mjs');
+  const { join } = await import('node:path');
+  const { root } = await import('./helpers.mjs');
+  const ctx = await browser({ webgpu: false });
+  try {
+    const page = await openPage(ctx, `${srv.url}/`);
+    // The API's bytes for each file (the worker client, the same backend as the page).
+    const api = await page.evaluate(async (files) => {
+      const { Upscaler } = await import('/client.js');
+      const up = await Upscaler.load('/models/realesrgan-x4plus/manifest.json');
+      const out = {};
+      for (const [k, f] of Object.entries(files)) {
+        const png = await up.upscale(await (await fetch(`/fixtures/browser/${f}`)).blob());
+        out[k] = Array.from(new Uint8Array(await png.arrayBuffer()));
+      }
+      return out;
+    }, { alpha: FILES.alpha, exif: FILES.exif });
+    for (const [k, f] of Object.entries({ alpha: FILES.alpha, exif: FILES.exif })) {
+      await page.getByLabel('Choose image').setInputFiles(join(root, 'tests/fixtures/browser', f));
+      await page.getByRole('button', { name: 'Upscale', exact: true }).click();
+      const link = page.getByRole('link', { name: 'Download', exact: true });
+      await link.waitFor({ state: 'visible', timeout: 120_000 });
+      const d = await download(page, link);
+      assert.equal(d.name, f.replace(/\.[^.]+$/, '_x4.png'));
+      assert.ok(Buffer.compare(d.bytes, Buffer.from(api[k])) === 0, `${k}: the page's Download is the API's PNG, byte for byte`);
+      assert.ok(Buffer.compare(d.bytes, cliPng(k)) === 0 || pngDiff(d.bytes, cliPng(k)).max <= 1, `${k}: and the CLI's`);
+      await page.getByRole('button', { name: 'Upscale', exact: true }).waitFor({ state: 'visible' });
+    }
+    // A long run (an 80x48 photo, one 100x68 tile on the CPU): sample the status line and the
+    // bar every 200 ms.
+    await page.evaluate(() => {
+      window.samples = [];
+      const bar = document.getElementById('bar');
+      window.sampler = setInterval(() => window.samples.push([performance.now(), document.getElementById('status').textContent, bar.hidden ? null : bar.value]), 200);
+    });
+    await page.getByLabel('Choose image').setInputFiles(join(root, 'tests/fixtures/realesrgan/chelsea_80x48.png'));
+    await page.getByRole('button', { name: 'Upscale', exact: true }).click();
+    await page.waitForFunction(() => /^Done/.test(document.getElementById('status').textContent), null, { timeout: 300_000 });
+    const samples = await page.evaluate(() => {
+      clearInterval(window.sampler);
+      window.samples.push([performance.now(), document.getElementById('status').textContent, null]);
+      return window.samples;
+    });
+    const first = samples.findIndex(([, t]) => /^(Reading the image|Upscaling)/.test(t));
+    const done = samples.findIndex(([, t]) => /^Done/.test(t));
+    assert.ok(first >= 0 && done > first, samples.map((s) => s[1]).join(' | '));
+    const run = samples.slice(first, done);
+    let last = run[0], gap = 0;
+    for (const s of run) {
+      if (s[1] !== last[1] || s[2] !== last[2]) { gap = Math.max(gap, s[0] - last[0]); last = s; }
+    }
+    gap = Math.max(gap, samples[done][0] - last[0]);
+    const texts = [...new Set(run.map((s) => s[1]))];
+    console.log(`long run: ${((samples[done][0] - run[0][0]) / 1000).toFixed(1)} s, ${texts.length} distinct lines, longest still ${(gap / 1000).toFixed(1)} s; e.g. ${texts.slice(-3).join(' | ')}`);
+    assert.ok(gap <= 3000, `the status stood still for ${gap} ms`);
+    assert.deepEqual(run.filter((s) => /download/i.test(s[1])).map((s) => s[1]), [], 'no download message while the model runs');
+    assert.ok(texts.some((t) => /left$/.test(t)), `a time left is shown: ${texts.join(' | ')}`);
+  } finally {
+    await ctx.close();
+  }
+});
