@@ -3,10 +3,12 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { root } from './helpers.mjs';
+import { root, scratch } from './helpers.mjs';
 
 export const PHOTO = 'tests/fixtures/realesrgan/chelsea_16.png';
-export const SHOTS = join(root, 'docs', 'screenshots');
+// The committed screenshots are rewritten only with ONESTEP_SCREENSHOTS=1 (so a test run
+// leaves the checkout clean); otherwise they go to a scratch folder, checked all the same.
+export const SHOTS = process.env.ONESTEP_SCREENSHOTS ? join(root, 'docs', 'screenshots') : scratch();
 
 /** Every request of the context (pages, workers, the service worker), with a time. */
 export function recordRequests(ctx) {
@@ -89,7 +91,7 @@ export async function assertLayout(page, label) {
   return r;
 }
 
-/** A screenshot for the docs (docs/screenshots/NAME.png), at most 300 KB. */
+/** A screenshot for the docs (docs/screenshots/NAME.png with ONESTEP_SCREENSHOTS=1), at most 300 KB. */
 export async function screenshot(page, name, opts = {}) {
   mkdirSync(SHOTS, { recursive: true });
   const path = join(SHOTS, `${name}.png`);
