@@ -33,6 +33,8 @@ const TS_TYPES: &str = r#"
 export interface LoadProgress {
   /** manifest → (cache | download) per shard → upload (to the device) per shard → build */
   stage: "manifest" | "download" | "cache" | "upload" | "build";
+  /** Where the weights go: the backend this load chose. */
+  backend: "webgpu" | "cpu";
   shard: number; shards: number; bytesDone: number; bytesTotal: number;
 }
 export interface LoadOptions {
@@ -188,7 +190,8 @@ fn function_opt(opts: &JsValue, key: &str) -> Option<js_sys::Function> {
 }
 
 /// PiSA-SR's last adjustable result, for `adjust` / `adjustRegion`: what comes before the
-/// decoder, the input's alpha plane and the output size asked for.
+/// decoder, the input's alpha plane at the model's output size (upscaled once, for every
+/// re-render) and the output size asked for.
 struct Last {
     restoration: Restoration,
     alpha: Option<GrayImage>,
@@ -307,23 +310,27 @@ async fn read_input(image: &JsValue, progress: &mut dyn FnMut(Progress)) -> Resu
     Ok((d.rgb, d.alpha, true))
 }
 
-/// The model's output with the input's alpha (bicubic, as the CLI does), brought to `size`,
+/// The input's alpha plane at the size of the model's output (bicubic, as the CLI does).
+fn alpha_like(alpha: Option<GrayImage>, out: &RgbImage) -> Option<GrayImage> {
+    alpha.map(|a| image_io::resize_bicubic_gray(&a, out.width(), out.height()))
+}
+
+/// The model's output with its alpha (already at the output's size), brought to `size`,
 /// as a PNG Blob or an ImageData.
 fn deliver(rgb: RgbImage, alpha: Option<&GrayImage>, size: Option<(u32, u32)>, output: Output, progress: &mut dyn FnMut(Progress)) -> Result<JsValue, String> {
-    let (w, h) = rgb.dimensions();
-    let alpha = alpha.map(|a| image_io::resize_bicubic_gray(a, w, h));
-    let (rgb, alpha) = match size {
-        Some(size) => image_io::downscale(&rgb, alpha.as_ref(), size),
-        None => (rgb, alpha),
+    let (rgb, smaller) = match size {
+        Some(size) => image_io::downscale(&rgb, alpha, size),
+        None => (rgb, None),
     };
+    let alpha = smaller.as_ref().or(alpha);
     match output {
         Output::Png => {
             progress(Progress::new("write", 0, 1));
-            let png = image_io::encode_png(&rgb, alpha.as_ref()).map_err(|e| e.to_string())?;
+            let png = image_io::encode_png(&rgb, alpha).map_err(|e| e.to_string())?;
             progress(Progress::new("write", 1, 1));
             Ok(glue::png_blob(&png))
         }
-        Output::ImageData => Ok(image_data(&rgb, alpha.as_ref())),
+        Output::ImageData => Ok(image_data(&rgb, alpha)),
     }
 }
 
@@ -404,6 +411,7 @@ async fn upscale_with(state: &mut State, image: JsValue, opts: JsValue) -> Resul
             }
             .map_err(run_error)?;
             state.tile_ms = Some((glue::now() - t0) / tiles.max(1) as f64);
+            let alpha = alpha_like(alpha, &out);
             deliver(out, alpha.as_ref(), size, output, &mut progress)
         }
         Model::Sd(up) => {
@@ -443,6 +451,7 @@ async fn upscale_with(state: &mut State, image: JsValue, opts: JsValue) -> Resul
                 r => r,
             }
             .map_err(run_error)?;
+            let alpha = alpha_like(alpha, &out);
             let result = deliver(out, alpha.as_ref(), size, output, &mut progress)?;
             state.last = matches!(guidance, Guidance::Adjustable { .. }).then_some(Last { restoration, alpha, size });
             Ok(result)
@@ -499,10 +508,7 @@ async fn adjust_region_with(s: &mut State, lambdas: (f32, f32), region: JsValue)
     let part = last.restoration.render_region_async(model, lambdas, net, REGION_HALO).await?;
     let (w, h) = (w as u32, h as u32);
     let part = if part.dimensions() == (w, h) { part } else { image::imageops::resize(&part, w, h, image::imageops::FilterType::Triangle) };
-    let alpha = last.alpha.as_ref().map(|a| {
-        let full = image_io::resize_bicubic_gray(a, ow, oh);
-        image::imageops::crop_imm(&full, x as u32, y as u32, w, h).to_image()
-    });
+    let alpha = last.alpha.as_ref().map(|a| image::imageops::crop_imm(a, x as u32, y as u32, w, h).to_image());
     Ok(image_data(&part, alpha.as_ref()))
 }
 
@@ -523,13 +529,10 @@ impl Upscaler {
                 signal: get(&opts, "signal"),
                 persist: get(&opts, "persist").is_truthy(),
                 block_bytes: get_f64(&opts, "uploadBlockBytes").map_or(shards::BLOCK_BYTES, |v| (v as u64).max(1)),
+                backend,
             };
             let (manifest, store, report) = shards::load(&manifest_url, &gpu.device, &load).await.map_err(js_error)?;
-            if let Some(f) = &load.on_progress {
-                let (n, bytes) = (manifest.shards.len() as f64, manifest.total_bytes() as f64);
-                let p = object(&[("stage", "build".into()), ("shard", n.into()), ("shards", n.into()), ("bytesDone", bytes.into()), ("bytesTotal", bytes.into())]);
-                let _ = f.call1(&JsValue::NULL, &p);
-            }
+            shards::report_built(&manifest, &load);
             let model = Model::from_store(&manifest, store, &gpu.device).map_err(|e| js_error(e.to_string()))?;
             let notices = js_sys::Array::new();
             for n in notice.iter().chain(report.notices.iter()) {

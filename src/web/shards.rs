@@ -22,6 +22,8 @@ pub struct LoadOptions {
     pub persist: bool,
     /// Largest piece of a tensor copied into the wasm heap at a time.
     pub block_bytes: u64,
+    /// Where the weights go ("webgpu" or "cpu"), named in every progress report.
+    pub backend: &'static str,
 }
 
 /// The default [`LoadOptions::block_bytes`]: 4 MiB (8 MiB once widened to f32).
@@ -61,6 +63,7 @@ fn cancelled() -> String {
 
 struct Progress<'a> {
     f: Option<&'a js_sys::Function>,
+    backend: &'static str,
     shards: usize,
     bytes_total: f64,
 }
@@ -70,6 +73,7 @@ impl Progress<'_> {
         if let Some(f) = self.f {
             let p = object(&[
                 ("stage", stage.into()),
+                ("backend", self.backend.into()),
                 ("shard", (shard as f64).into()),
                 ("shards", (self.shards as f64).into()),
                 ("bytesDone", bytes_done.into()),
@@ -78,6 +82,12 @@ impl Progress<'_> {
             let _ = f.call1(&JsValue::NULL, &p);
         }
     }
+}
+
+/// The last stage of a load, after [`load`]: the model is being built from the store.
+pub fn report_built(manifest: &Manifest, opts: &LoadOptions) {
+    let (n, bytes) = (manifest.shards.len(), manifest.total_bytes() as f64);
+    Progress { f: opts.on_progress.as_ref(), backend: opts.backend, shards: n, bytes_total: bytes }.report("build", n, bytes);
 }
 
 /// The manifest's text: from the network, or from the cache when the network fails
@@ -133,10 +143,10 @@ async fn fetch_shard(
     for attempt in 0..2 {
         let received = std::rc::Rc::new(std::cell::Cell::new(0f64));
         let seen = received.clone();
-        let (report, shards, total) = (progress.f.cloned(), progress.shards, progress.bytes_total);
+        let (report, backend, shards, total) = (progress.f.cloned(), progress.backend, progress.shards, progress.bytes_total);
         let on_bytes = Closure::<dyn Fn(f64)>::new(move |n: f64| {
             seen.set(n);
-            Progress { f: report.as_ref(), shards, bytes_total: total }.report("download", index + 1, done_before + n);
+            Progress { f: report.as_ref(), backend, shards, bytes_total: total }.report("download", index + 1, done_before + n);
         });
         let f: &js_sys::Function = on_bytes.as_ref().unchecked_ref();
         let r = glue::fetch_bytes(&url, &opts.signal, shard.bytes as f64, f).await;
@@ -182,7 +192,7 @@ async fn fetch_shard(
 pub async fn load(url: &str, device: &Device, opts: &LoadOptions) -> Result<(Manifest, ParamStore, LoadReport), String> {
     let url = &absolute(url)?;
     let mut report = LoadReport::default();
-    Progress { f: opts.on_progress.as_ref(), shards: 0, bytes_total: 0.0 }.report("manifest", 0, 0.0);
+    Progress { f: opts.on_progress.as_ref(), backend: opts.backend, shards: 0, bytes_total: 0.0 }.report("manifest", 0, 0.0);
     let text = manifest_text(url, &opts.signal, &mut report.notices).await?;
     let manifest = Manifest::from_json(&text).map_err(|e| format!("{url} is not a weight manifest: {e}"))?;
     // Before any shard is downloaded.
@@ -229,7 +239,7 @@ pub async fn load(url: &str, device: &Device, opts: &LoadOptions) -> Result<(Man
         }
     }
 
-    let progress = Progress { f: opts.on_progress.as_ref(), shards: count, bytes_total: manifest.total_bytes() as f64 };
+    let progress = Progress { f: opts.on_progress.as_ref(), backend: opts.backend, shards: count, bytes_total: manifest.total_bytes() as f64 };
     let mut store = ParamStore::new(device);
     let mut done = 0f64;
     for (i, shard) in manifest.shards.iter().enumerate() {

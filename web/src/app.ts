@@ -6,7 +6,7 @@ import { zipSync } from 'fflate';
 import { Upscaler, capabilities } from './client';
 import { type CachedModel, type CatalogEntry, cacheState, defaultEntry, fallbackCatalog, formatBytes, loadCatalog, outputName } from './catalog';
 import { COMPARE_CSS, CompareView } from './compare';
-import { Session, formatEta, isCancel, progressReporter, type Progress } from './session';
+import { Session, isCancel, progressReporter, type Progress } from './session';
 
 type State = 'waiting' | 'running' | 'done' | 'failed' | 'cancelled';
 interface Item {
@@ -358,10 +358,7 @@ async function upscaleAll() {
       if (selected !== it) await select(it); else renderQueue();
       setRenderState('');
       const t0 = performance.now();
-      const show = (p: Progress) => {
-        const eta = p.eta !== null && !/left/.test(p.text) ? `, ${formatEta(p.eta)}` : '';
-        status(`${prefix}${p.text}${eta}`, p.fraction);
-      };
+      const show = (p: Progress) => status(`${prefix}${p.text}`, p.fraction);
       status(`${prefix}Starting…`, 0);
       try {
         const blob = await session.run(m, signal, async (up) => {
@@ -530,7 +527,7 @@ async function renderWhole() {
     const blob = await up.adjust(lp, ls, {
       output: 'png',
       signal: ac.signal,
-      onProgress: progressReporter((p) => status(`Whole image at λpix ${lp.toFixed(2)}, λsem ${ls.toFixed(2)}: ${p.text}`, p.fraction), t0),
+      onProgress: progressReporter((p) => status(`Whole image at λpix ${lp.toFixed(2)}, λsem ${ls.toFixed(2)}: ${p.text}`, p.fraction)),
     } as any) as Blob;
     if (gen !== liveGen || ac.signal.aborted) return;
     setResult(t.item, blob);

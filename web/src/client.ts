@@ -6,7 +6,6 @@ import type { Input, Op, Region, Response } from './protocol';
 import { ProgressTracker, type Progress } from './progress';
 
 export type { Progress, Region, Input };
-export { formatEta } from './progress';
 
 type OnProgress = (p: Progress) => void;
 interface Call { resolve: (v: any) => void; reject: (e: Error) => void; onProgress?: (p: any) => void }
@@ -88,8 +87,8 @@ export class Upscaler {
   static async load(manifestUrl: string, opts: LoadOptions = {}): Promise<Upscaler> {
     const { onProgress, signal, ...rest } = opts;
     const url = new URL(manifestUrl, location.href).href;
-    // The backend is known only at the end; "auto" shows the GPU wording once it says so.
-    const tracker = new ProgressTracker('load', { backend: rest.backend === 'cpu' ? 'cpu' : 'webgpu' });
+    // Each report names the backend the load chose (auto may pick the CPU).
+    const tracker = new ProgressTracker('load');
     return new Upscaler(await channel().call({ op: 'load', url, opts: rest }, { onProgress: tracked(onProgress, tracker), signal }));
   }
 

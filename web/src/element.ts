@@ -15,7 +15,7 @@
 // --onestep-fg, --onestep-bg, --onestep-border, --onestep-muted, --onestep-focus, --onestep-error.
 import { type CatalogEntry, defaultEntry, fallbackCatalog, loadCatalog, outputName, resolveModel } from './catalog';
 import { COMPARE_CSS, CompareView } from './compare';
-import { Session, cancelled, formatEta, isCancel, progressReporter, type Progress } from './session';
+import { Session, cancelled, isCancel, progressReporter, type Progress } from './session';
 
 const STYLE = `
 :host { display: block; color: var(--onestep-fg, #1b1f23); background: var(--onestep-bg, transparent);
@@ -185,7 +185,7 @@ export class OnestepUpscaler extends HTMLElement {
     bar.value = 0;
     const onProgress = (p: Progress) => {
       bar.value = p.fraction;
-      this.say(p.eta !== null && !/left/.test(p.text) ? `${p.text}, ${formatEta(p.eta)}` : p.text);
+      this.say(p.text);
       this.emit('upscale-progress', { stage: p.stage, done: p.done, total: p.total, eta: p.eta, fraction: p.fraction, text: p.text });
     };
     const t0 = performance.now();

@@ -7,6 +7,8 @@ export interface RawProgress {
   stage: string;
   done?: number; total?: number; part?: number; parts?: number;
   shard?: number; shards?: number; bytesDone?: number; bytesTotal?: number;
+  /** Load progress: the backend the load chose. */
+  backend?: string;
 }
 
 export interface Progress extends RawProgress {
@@ -70,7 +72,7 @@ export class ProgressTracker {
       case 'manifest': return { ...base, fraction: 0, text: 'Loading the model: reading its manifest' };
       case 'download': return { ...base, text: `Downloading the model: ${mb(r.bytesDone ?? 0)} of ${mb(r.bytesTotal ?? 0)} MB (shard ${shard} of ${shards})` };
       case 'cache': return { ...base, text: `Reading the model from this device: shard ${shard} of ${shards}` };
-      case 'upload': return { ...base, text: this.opts.backend === 'webgpu' ? `Uploading the model to the GPU: shard ${shard} of ${shards}` : `Preparing the model: shard ${shard} of ${shards}` };
+      case 'upload': return { ...base, text: (r.backend ?? this.opts.backend) === 'webgpu' ? `Uploading the model to the GPU: shard ${shard} of ${shards}` : `Preparing the model: shard ${shard} of ${shards}` };
       case 'build': return { ...base, fraction: 1, text: 'Preparing the model' };
       default: return { ...base, text: `Loading the model: ${r.stage}` };
     }

@@ -2,7 +2,7 @@
 // (the worker holds one), progress as one line + a fraction, and a Cancel that always works:
 // the run is asked to stop between tiles, and if it has not stopped within a moment the
 // worker is ended (Upscaler.terminate) and the model is read again from IndexedDB next time.
-import { Upscaler } from './client';
+import { Upscaler, type Progress as ClientProgress } from './client';
 import type { CatalogEntry } from './catalog';
 
 export interface Progress {
@@ -11,9 +11,9 @@ export interface Progress {
   total: number;
   /** 0..1 of the whole call. */
   fraction: number;
-  /** One line for a person, as the engine wrote it. */
+  /** One line for a person, as the engine wrote it (with the time left when it is known). */
   text: string;
-  /** Seconds left, estimated from the fraction done so far (null until it means something). */
+  /** Seconds left (progress.ts's estimate; null until it means something). */
   eta: number | null;
 }
 
@@ -22,18 +22,12 @@ export type OnProgress = (p: Progress) => void;
 /** How long a cancelled run may take to reach its next check before the worker is ended. */
 export const HARD_CANCEL_MS = 1500;
 
-/** Normalises the engine's progress objects (and derives a time-left estimate). */
-export function progressReporter(onProgress: OnProgress | undefined, t0 = performance.now()): (p: any) => void {
-  return (p: any) => {
-    if (!onProgress || !p) return;
-    const done = Number(p.done ?? p.shard ?? p.bytesDone ?? 0);
-    const total = Number(p.total ?? p.shards ?? p.bytesTotal ?? 0);
-    const fraction = Number.isFinite(p.fraction) ? Math.min(1, Math.max(0, p.fraction)) : total > 0 ? Math.min(1, done / total) : 0;
-    const elapsed = (performance.now() - t0) / 1000;
-    const eta = Number.isFinite(p.etaMs) ? p.etaMs / 1000 : Number.isFinite(p.eta) ? p.eta : fraction > 0.02 && elapsed > 0.5 ? (elapsed * (1 - fraction)) / fraction : null;
-    const text = typeof p.text === 'string' && p.text ? p.text : `${p.stage ?? 'Working'}: ${done} of ${total}`;
-    onProgress({ stage: String(p.stage ?? ''), done, total, fraction, text, eta });
-  };
+/** The worker client's progress (progress.ts: fraction, text, etaMs) in the page's shape. */
+export function progressReporter(onProgress: OnProgress | undefined): (p: ClientProgress) => void {
+  return (p) => onProgress?.({
+    stage: p.stage, done: p.done, total: p.total, fraction: p.fraction, text: p.text,
+    eta: p.etaMs === undefined ? null : p.etaMs / 1000,
+  });
 }
 
 export function cancelled(): Error {
@@ -101,11 +95,4 @@ export class Session {
   }
 
   get running() { return this.busy; }
-}
-
-/** "about 14 s left" / "about 2 min left". */
-export function formatEta(s: number | null): string {
-  if (s === null || !Number.isFinite(s)) return '';
-  if (s < 60) return `about ${Math.max(1, Math.round(s))} s left`;
-  return `about ${Math.round(s / 60)} min left`;
 }
