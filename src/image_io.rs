@@ -135,34 +135,11 @@ pub fn downscale(rgb: &RgbImage, alpha: Option<&GrayImage>, size: (u32, u32)) ->
     (resize(rgb, size.0, size.1, FilterType::Lanczos3), alpha.map(|a| resize(a, size.0, size.1, FilterType::Lanczos3)))
 }
 
-/// torch's bicubic kernel (a = -0.75).
-fn cubic_weights(t: f32) -> [f32; 4] {
-    const A: f32 = -0.75;
-    let near = |x: f32| ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
-    let far = |x: f32| ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
-    [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)]
-}
-
-/// Resize one axis like `torch.nn.functional.interpolate(mode="bicubic", align_corners=False)`:
-/// for each output index, the 4 source indices (clamped) and their weights.
-fn bicubic_taps(len_in: usize, len_out: usize) -> Vec<([usize; 4], [f32; 4])> {
-    let scale = len_in as f32 / len_out as f32;
-    (0..len_out)
-        .map(|o| {
-            let src = (o as f32 + 0.5) * scale - 0.5;
-            let i0 = src.floor();
-            let w = cubic_weights(src - i0);
-            let idx = [-1i64, 0, 1, 2].map(|d| (i0 as i64 + d).clamp(0, len_in as i64 - 1) as usize);
-            (idx, w)
-        })
-        .collect()
-}
-
 /// Bicubic resize of an 8-bit plane to `width` x `height` (values rounded, clamped).
 pub fn resize_bicubic_gray(src: &GrayImage, width: u32, height: u32) -> GrayImage {
     let (w_in, h_in) = (src.width() as usize, src.height() as usize);
-    let tx = bicubic_taps(w_in, width as usize);
-    let ty = bicubic_taps(h_in, height as usize);
+    let tx = crate::model::resize::bicubic_taps(w_in, width as usize);
+    let ty = crate::model::resize::bicubic_taps(h_in, height as usize);
     // Horizontal pass into floats, then vertical.
     let mut tmp = vec![0f32; h_in * width as usize];
     for y in 0..h_in {

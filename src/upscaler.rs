@@ -13,7 +13,7 @@ use crate::device::DeviceError;
 #[cfg_attr(target_arch = "wasm32", allow(unused_imports))]
 use crate::image_io::{self, Decoded, ImageError};
 use crate::model::sd::{Method, OneStepConfig};
-use crate::model::{RrdbNet, RrdbNetConfig};
+use crate::model::{GanNet, RrdbNet, RrdbNetConfig, SrVggNetCompact, SrVggNetConfig};
 use crate::pipeline::one_step::OneStepSr;
 #[cfg_attr(target_arch = "wasm32", allow(unused_imports))]
 use crate::pipeline::sd_upscale::{self, SdOptions};
@@ -43,7 +43,7 @@ pub enum Error {
 }
 
 pub struct GanUpscaler {
-    pub model: RrdbNet,
+    pub model: GanNet,
     pub device: Device,
 }
 
@@ -56,14 +56,27 @@ impl GanUpscaler {
 
     /// Build the network from a store that holds every shard of `manifest`.
     pub fn from_store(manifest: &Manifest, mut store: ParamStore, device: &Device) -> Result<Self, Error> {
-        if manifest.architecture != "rrdbnet" {
-            return Err(WeightsError::Architecture { got: manifest.architecture.clone(), want: "rrdbnet".into() }.into());
+        fn config<T: serde::de::DeserializeOwned>(manifest: &Manifest) -> Result<T, WeightsError> {
+            serde_json::from_value(manifest.config.clone())
+                .map_err(|e| WeightsError::Manifest(format!("{} config: {e}", manifest.architecture)))
         }
-        let config: RrdbNetConfig = serde_json::from_value(manifest.config.clone())
-            .map_err(|e| WeightsError::Manifest(format!("rrdbnet config: {e}")))?;
-        let model = RrdbNet::load(&config, &mut store)?;
+        let model = match manifest.architecture.as_str() {
+            "rrdbnet" => GanNet::Rrdb(RrdbNet::load(&config::<RrdbNetConfig>(manifest)?, &mut store)?),
+            "srvgg" => GanNet::Compact(SrVggNetCompact::load(&config::<SrVggNetConfig>(manifest)?, &mut store)?),
+            other => return Err(WeightsError::Architecture { got: other.into(), want: "rrdbnet or srvgg".into() }.into()),
+        };
         store.finish()?;
         Ok(Self { model, device: device.clone() })
+    }
+
+    /// The tile size and overlap chosen for this network (BENCHMARKS.md, tiled vs whole).
+    pub fn default_tile_options(&self) -> gan::TileOptions {
+        gan::TileOptions::for_net(&self.model)
+    }
+
+    /// Output pixels per input pixel along each side.
+    pub fn scale(&self) -> u32 {
+        self.model.scale() as u32
     }
 
     #[cfg(not(target_arch = "wasm32"))]
@@ -171,8 +184,8 @@ impl Upscaler {
     /// Refuse a manifest of another architecture before its shards are read.
     pub fn check_architecture(manifest: &Manifest) -> Result<(), Error> {
         match manifest.architecture.as_str() {
-            "rrdbnet" | "osediff" | "pisa-sr" => Ok(()),
-            other => Err(WeightsError::Architecture { got: other.into(), want: "rrdbnet, osediff or pisa-sr".into() }.into()),
+            "rrdbnet" | "srvgg" | "osediff" | "pisa-sr" => Ok(()),
+            other => Err(WeightsError::Architecture { got: other.into(), want: "rrdbnet, srvgg, osediff or pisa-sr".into() }.into()),
         }
     }
 
@@ -180,7 +193,7 @@ impl Upscaler {
     pub fn from_store(manifest: &Manifest, store: ParamStore, device: &Device) -> Result<Self, Error> {
         Self::check_architecture(manifest)?;
         match manifest.architecture.as_str() {
-            "rrdbnet" => Ok(Self::Gan(GanUpscaler::from_store(manifest, store, device)?)),
+            "rrdbnet" | "srvgg" => Ok(Self::Gan(GanUpscaler::from_store(manifest, store, device)?)),
             _ => Ok(Self::Sd(SdUpscaler::from_store(manifest, store, device)?)),
         }
     }

@@ -2,8 +2,13 @@
 //! Nothing here reads files or the network.
 
 pub mod conv;
+pub mod gan_net;
 pub mod lora;
+pub mod resize;
 pub mod rrdb;
 pub mod sd;
+pub mod srvgg;
 
 pub use rrdb::{RrdbNet, RrdbNetConfig};
+pub use gan_net::GanNet;
+pub use srvgg::{SrVggNetCompact, SrVggNetConfig};

@@ -6,6 +6,7 @@ use burn::tensor::{Tensor, activation::leaky_relu, module::conv2d, ops::ConvOpti
 use serde::{Deserialize, Serialize};
 
 use super::conv::Conv2d;
+use super::resize::upsample_nearest;
 use crate::weights::{ParamStore, WeightsError};
 
 const LRELU_SLOPE: f64 = 0.2;
@@ -199,18 +200,12 @@ impl RrdbNet {
     /// [`Self::head`]'s output, `body` the last block's.
     pub fn up_first(&self, feat: Tensor<4>, body: Tensor<4>) -> Tensor<4> {
         let feat = feat + self.conv_body.forward(body);
-        leaky_relu(self.conv_up1.forward(upsample_nearest2(feat)), LRELU_SLOPE)
+        leaky_relu(self.conv_up1.forward(upsample_nearest(feat, 2)), LRELU_SLOPE)
     }
 
     /// The second x2 upsampling and the last convolutions.
     pub fn up_last(&self, feat: Tensor<4>) -> Tensor<4> {
-        let feat = leaky_relu(self.conv_up2.forward(upsample_nearest2(feat)), LRELU_SLOPE);
+        let feat = leaky_relu(self.conv_up2.forward(upsample_nearest(feat, 2)), LRELU_SLOPE);
         self.conv_last.forward(leaky_relu(self.conv_hr.forward(feat), LRELU_SLOPE))
     }
-}
-
-/// Nearest-neighbour x2 upsampling (torch `interpolate(scale_factor=2, mode="nearest")`).
-fn upsample_nearest2(x: Tensor<4>) -> Tensor<4> {
-    let [n, c, h, w] = x.dims();
-    x.reshape([n, c, h, 1, w, 1]).expand([n, c, h, 2, w, 2]).reshape([n, c, 2 * h, 2 * w])
 }

