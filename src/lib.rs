@@ -3,6 +3,7 @@
 //! image ([`image_io`]) → pre-process → model ([`model`], weights from [`weights`]) on a
 //! [`device`] → tiles blended ([`tiling`], driven by [`pipeline`]) → image.
 
+pub mod batch;
 pub mod device;
 pub mod image_io;
 pub mod model;

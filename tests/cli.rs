@@ -90,19 +90,87 @@ fn a_damaged_model_names_the_shard() {
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 
+/// A small SRVGGNetCompact graph in ncnn's text format (features `f`, `n` middle convs, x4)
+/// and a matching .bin: fp16-tagged weights, raw f32 biases and slopes.
+fn compact_graph(f: usize, n: usize) -> (String, Vec<u8>) {
+    let mut lines = vec!["Input input 0 1 data".to_string(), "Split split 1 2 data d0 d1".to_string()];
+    let mut bin = Vec::new();
+    let mut conv = |lines: &mut Vec<String>, name: String, input: &str, out: &str, c_in: usize, c_out: usize| {
+        lines.push(format!("Convolution {name} 1 1 {input} {out} 0={c_out} 1=3 4=1 5=1 6={}", c_in * c_out * 9));
+        bin.extend_from_slice(&0x0130_6B47u32.to_le_bytes());
+        let numel = c_in * c_out * 9;
+        bin.extend((0..numel).flat_map(|i| half::f16::from_f32(((i % 7) as f32 - 3.0) * 0.01).to_le_bytes()));
+        bin.resize(bin.len().next_multiple_of(4), 0);
+        bin.extend((0..c_out).flat_map(|_| 0.01f32.to_le_bytes()));
+    };
+    let mut prev = "d0".to_string();
+    for i in 0..=n {
+        let c_in = if i == 0 { 3 } else { f };
+        conv(&mut lines, format!("Conv_{}", 2 * i), &prev, &format!("c{i}"), c_in, f);
+        lines.push(format!("PReLU PRelu_{} 1 1 c{i} p{i} 0={f}", 2 * i + 1));
+        prev = format!("p{i}");
+    }
+    conv(&mut lines, format!("Conv_{}", 2 * n + 2), &prev, "last", f, 48);
+    let slopes: Vec<u8> = (0..=n).flat_map(|_| (0..f).flat_map(|_| 0.25f32.to_le_bytes())).collect();
+    lines.push("PixelShuffle shuffle 1 1 last ps 0=4".into());
+    lines.push("Interp up 1 1 d1 near 0=1 1=4.000000e+00 2=4.000000e+00".into());
+    lines.push("BinaryOp add 2 1 ps near output".into());
+    // Slopes follow their convolution in the .bin: rebuild the order conv, bias, slopes.
+    let conv_bytes = |c_in: usize, c_out: usize| 4 + (c_in * c_out * 9 * 2).next_multiple_of(4) + 4 * c_out;
+    let mut ordered = Vec::new();
+    let mut at = 0;
+    for i in 0..=n {
+        let len = conv_bytes(if i == 0 { 3 } else { f }, f);
+        ordered.extend_from_slice(&bin[at..at + len]);
+        ordered.extend_from_slice(&slopes[i * f * 4..(i + 1) * f * 4]);
+        at += len;
+    }
+    ordered.extend_from_slice(&bin[at..]);
+    (format!("7767517\n{} {}\n{}\n", lines.len(), lines.len() + 1, lines.join("\n")), ordered)
+}
+
+/// The converter recognises the graph, and a broken one (a layer removed, a shape changed, an
+/// unknown layer type, a .bin of another model) fails with the layer's name, writing nothing.
 #[test]
-fn converter_rejects_a_mismatched_bin() {
+fn converter_checks_every_layer_and_writes_nothing_on_error() {
     let dir = tempfile::tempdir().unwrap();
-    let param = dir.path().join("x.param");
-    let bin = dir.path().join("x.bin");
-    std::fs::write(&param, "7767517\n2 2\nInput in 0 1 data\nConvolution c 1 1 data out 0=64 1=3 4=1 5=1 6=1728\n").unwrap();
-    std::fs::write(&bin, [0u8; 10]).unwrap();
-    let (ok, _, err) = onestep(&[
-        "convert", "ncnn", "--param", param.to_str().unwrap(), "--bin", bin.to_str().unwrap(), "--out",
-        dir.path().join("o").to_str().unwrap(),
-    ]);
-    assert!(!ok);
-    assert!(err.starts_with("error: ") && err.contains("Interp"), "{err}");
+    let (param, bin) = compact_graph(4, 2);
+    let convert = |name: &str, param: &str, bin: &[u8]| {
+        let (p, b, o) = (dir.path().join(format!("{name}.param")), dir.path().join(format!("{name}.bin")), dir.path().join(name));
+        std::fs::write(&p, param).unwrap();
+        std::fs::write(&b, bin).unwrap();
+        let (ok, out, err) = onestep(&["convert", "ncnn", "--param", p.to_str().unwrap(), "--bin", b.to_str().unwrap(), "--out", o.to_str().unwrap()]);
+        (ok, out, err, o)
+    };
+    let (ok, out, err, o) = convert("good", &param, &bin);
+    assert!(ok, "{err}");
+    assert!(out.contains("srvgg x4"), "{out}");
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(o.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["config"]["num_conv"], 2);
+    assert_eq!(manifest["tensors"][2]["name"], "body.1.weight", "PReLU slopes under basicsr's name");
+
+    // A layer removed from a graph whose header was updated to match.
+    let drop_line = |text: &str, needle: &str| {
+        let mut lines: Vec<String> = text.lines().filter(|l| !l.starts_with(needle)).map(String::from).collect();
+        let counts: Vec<usize> = lines[1].split(' ').map(|t| t.parse().unwrap()).collect();
+        lines[1] = format!("{} {}", counts[0] - 1, counts[1]);
+        lines.join("\n")
+    };
+    let cases = [
+        ("removed", drop_line(&param, "PReLU PRelu_3 "), bin.clone(), "layer Conv_4 (Convolution): expected a PReLU body.3"),
+        ("shape", param.replace("Conv_2 1 1 p0 c1 0=4", "Conv_2 1 1 p0 c1 0=5"), bin.clone(), "layer Conv_2 (Convolution): expected a Convolution body.2: 3x3, 4 -> 4"),
+        ("unknown", param.replace("PReLU PRelu_3 ", "Swish PRelu_3 "), bin.clone(), "layer PRelu_3 (Swish): unknown layer type"),
+        ("short_bin", param.clone(), bin[..bin.len() - 8].to_vec(), "truncated"),
+        ("long_bin", param.clone(), [&bin[..], &[0u8; 8]].concat(), "left over"),
+    ];
+    for (name, p, b, want) in cases {
+        let (ok, _, err, o) = convert(name, &p, &b);
+        assert!(!ok, "{name}: converted");
+        assert!(err.starts_with("error: ") && err.contains(want), "{name}: {err}");
+        assert!(!o.exists(), "{name}: wrote {}", o.display());
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.contains("partial")).collect();
+    assert!(left.is_empty(), "partial folders left: {left:?}");
 }
 
 /// `--scale` / `--width`: the model's output brought down by Lanczos-3 to the exact size asked

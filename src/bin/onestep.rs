@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+use onestep_sr::batch;
 use onestep_sr::device::{self, DeviceChoice};
 use onestep_sr::image_io;
 use onestep_sr::model::sd::Method;
@@ -54,20 +55,38 @@ enum MethodArg {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Upscale an image (PNG, JPEG or WebP) x4 into a PNG.
+    /// Upscale images (PNG, JPEG or WebP) into PNGs: one file, or a batch into a folder.
+    ///
+    /// One input file and an OUT that is not a folder: OUT is the PNG to write. Otherwise
+    /// (several inputs, a folder, whose .png .jpg .jpeg .webp files are taken, or an OUT that
+    /// is an existing folder or ends in '/') each output is OUT/<input stem>.png; outputs
+    /// already there are skipped, so a killed batch resumes, and --shard I/N splits a batch
+    /// over a job array (docs/batch.md).
     Upscale {
-        input: PathBuf,
-        #[arg(short, long)]
+        /// Image files, or folders of images (not recursive).
+        #[arg(value_name = "INPUT", required = true)]
+        inputs: Vec<PathBuf>,
+        /// The PNG to write (one input file), or the output folder (created if missing).
+        #[arg(short, long, value_name = "OUT")]
         output: PathBuf,
+        /// Redo outputs that already exist (a batch skips them by default).
+        #[arg(long)]
+        overwrite: bool,
+        /// Do only the files at positions p (in the sorted list of all inputs) with
+        /// p % N == I: task I of a job array of N (e.g. --shard 0/4).
+        #[arg(long, value_name = "I/N", allow_hyphen_values = true)]
+        shard: Option<String>,
         /// Converted model directory (weight format v1).
         #[arg(long, default_value = "models/realesrgan-x4plus")]
         model: PathBuf,
         /// Tile side in input pixels (one fixed shape; smaller images are one tile).
-        #[arg(long, default_value_t = TileOptions::default().tile)]
-        tile: usize,
-        /// Overlap between neighbouring tiles in input pixels.
-        #[arg(long, default_value_t = TileOptions::default().overlap)]
-        overlap: usize,
+        /// Default: the model's own (192 for Real-ESRGAN x4plus).
+        #[arg(long)]
+        tile: Option<usize>,
+        /// Overlap between neighbouring tiles in input pixels. Default: the model's own
+        /// (32 for Real-ESRGAN x4plus).
+        #[arg(long)]
+        overlap: Option<usize>,
         #[arg(long, value_enum, default_value = "auto")]
         device: DeviceArg,
         /// PiSA-SR adjustable mode: weight of the pixel-level LoRA (default 1.0 when
@@ -185,8 +204,9 @@ enum Convert {
         bin: PathBuf,
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, default_value = "realesrgan-x4plus")]
-        model_id: String,
+        /// The model's id in its manifest (default: the .param file's name).
+        #[arg(long)]
+        model_id: Option<String>,
     },
     /// A diffusers SD 2.1-base folder + an official OSEDiff / PiSA-SR checkpoint.
     Sd {
@@ -286,8 +306,10 @@ fn load_model(dir: &Path, device: &burn::tensor::Device) -> Result<GanUpscaler> 
 fn run(command: Command) -> Result<()> {
     match command {
         Command::Upscale {
-            input,
+            inputs,
             output,
+            overwrite,
+            shard,
             model,
             tile,
             overlap,
@@ -324,103 +346,38 @@ fn run(command: Command) -> Result<()> {
             if grid.is_some() && (lambda_pix.is_some() || lambda_sem.is_some()) {
                 return Err("--lambda-grid replaces --lambda-pix / --lambda-sem".into());
             }
-            if tile == 0 || overlap >= tile {
+            // Given values are checked now; the model's defaults fill in the rest once it is loaded.
+            if tile == Some(0) || matches!((tile, overlap), (Some(t), Some(o)) if o >= t) {
                 return Err("--tile must be positive and larger than --overlap".into());
             }
             if process_size == 0 {
                 return Err("--process-size must be positive".into());
             }
-            // Decode first: a bad image fails fast, before any weights are loaded.
-            let img = upscaler::read_image(&input)?;
-            let (in_w, in_h) = img.rgb.dimensions();
-            // Checked against the x4 models before any weights are loaded, again after.
-            image_io::output_size(in_w, in_h, 4, scale, width)?;
-            let mut device = open_device(device)?;
-            if let DTypeArg::F16 = dtype {
-                // Before any tensor exists on the device: afterwards the defaults are locked.
-                device
-                    .configure(burn::tensor::FloatDType::F16)
-                    .map_err(|e| format!("--dtype f16 is not available on this device ({e:?}); use --dtype f32"))?;
+            let shard = shard.as_deref().map(batch::Shard::parse).transpose()?.unwrap_or(batch::Shard::ALL);
+            let settings = UpscaleSettings {
+                tile,
+                overlap,
+                lambda_pix,
+                lambda_sem,
+                color_fix,
+                process_size,
+                seed,
+                latent_tile,
+                latent_overlap,
+                vae_tile,
+                grid,
+                scale,
+                width,
+            };
+            if batch::is_single_file(&inputs, &output) {
+                if shard.select(vec![()]).is_empty() {
+                    eprintln!("shard {shard}: nothing to do (its part of the 1 input is empty)");
+                    return Ok(());
+                }
+                upscale_single(&inputs[0], &output, &model, device, dtype, &settings)
+            } else {
+                upscale_batch(&inputs, &output, &model, device, dtype, &settings, shard, overwrite)
             }
-            let (rgb, alpha) = match load_any(&model, &device)? {
-                Upscaler::Gan(up) => {
-                    if lambda_pix.is_some() || lambda_sem.is_some() || seed.is_some() || grid.is_some() {
-                        return Err("--lambda-pix, --lambda-sem, --lambda-grid and --seed apply to diffusion models only".into());
-                    }
-                    let pb = bar("{msg} tile {pos}/{len} [{bar:30}] {elapsed}");
-                    pb.set_message("upscaling");
-                    let out = up.upscale(&img, TileOptions { tile, overlap, ..TileOptions::default() }, &mut |p: Progress| {
-                        pb.set_length(p.total as u64);
-                        pb.set_position(p.done as u64);
-                    })?;
-                    pb.finish_and_clear();
-                    if let Some(report) = device_memory(&device) {
-                        eprintln!("{report}");
-                    }
-                    out
-                }
-                Upscaler::Sd(up) => {
-                    let guidance = match (lambda_pix, lambda_sem) {
-                        _ if grid.is_some() && up.model.config.method == Method::OseDiff => {
-                            return Err("--lambda-grid needs a PiSA-SR model".into());
-                        }
-                        _ if grid.is_some() => Guidance::Adjustable { lambda_pix: 1.0, lambda_sem: 1.0 },
-                        (None, None) => Guidance::Default,
-                        _ if up.model.config.method == Method::OseDiff => {
-                            return Err("--lambda-pix / --lambda-sem need a PiSA-SR model".into());
-                        }
-                        (lp, ls) => Guidance::Adjustable { lambda_pix: lp.unwrap_or(1.0), lambda_sem: ls.unwrap_or(1.0) },
-                    };
-                    let opts = SdOptions {
-                        preprocess: PreprocessOptions { scale: up.model.config.scale, process_size },
-                        colour_fix: match color_fix {
-                            ColourFixArg::Adain => ColourFix::Adain,
-                            ColourFixArg::Wavelet => ColourFix::Wavelet,
-                            ColourFixArg::None => ColourFix::None,
-                        },
-                        latent: seed.map_or(Latent::Mean, |seed| Latent::Sample { seed }),
-                        guidance,
-                        tiling: SdTiling { latent_tile, latent_overlap, vae_rows: vae_tile, ..Default::default() },
-                        cancel: Default::default(),
-                    };
-                    let pb = bar("{msg} {pos}/{len} [{bar:30}] {elapsed}");
-                    let mut progress = |p: Progress| {
-                        pb.set_message(p.stage);
-                        pb.set_length(p.total as u64);
-                        pb.set_position(p.done as u64);
-                    };
-                    if let Some(grid) = grid {
-                        let pairs: Vec<(f32, f32)> = grid.iter().flat_map(|(_, p)| grid.iter().map(move |(_, s)| (*p, *s))).collect();
-                        let names: Vec<(String, String)> =
-                            grid.iter().flat_map(|(p, _)| grid.iter().map(move |(s, _)| (p.clone(), s.clone()))).collect();
-                        let (images, alpha) = up.upscale_grid(&img, &opts, &pairs, &mut progress)?;
-                        pb.finish_and_clear();
-                        let stem = output.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-                        for (rgb, (p, s)) in images.iter().zip(names) {
-                            let path = output.with_file_name(format!("{stem}_p{p}_s{s}.png"));
-                            let png = image_io::encode_png(rgb, alpha.as_ref())?;
-                            std::fs::write(&path, png).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-                            println!("{}", path.display());
-                        }
-                        return Ok(());
-                    }
-                    let out = up.upscale(&img, &opts, &mut progress)?;
-                    pb.finish_and_clear();
-                    if let Some(report) = device_memory(&device) {
-                        let planned = sd_upscale::planned_peak(&up.model, &img.rgb, &opts);
-                        eprintln!("{report}; the memory planner estimated a peak of {}", planned.map_or("-".into(), size));
-                    }
-                    out
-                }
-            };
-            let (rgb, alpha) = match image_io::output_size(in_w, in_h, rgb.width() / in_w, scale, width)? {
-                Some(size) => image_io::downscale(&rgb, alpha.as_ref(), size),
-                None => (rgb, alpha),
-            };
-            let png = image_io::encode_png(&rgb, alpha.as_ref())?;
-            std::fs::write(&output, png).map_err(|e| format!("cannot write {}: {e}", output.display()))?;
-            println!("{}", output.display());
-            Ok(())
         }
         Command::Convert(Convert::Sd { base, lora, method, out, prompt, model_id, store_dtype }) => {
             let m = weights::sd_convert::convert_sd(&SdConvertOptions {
@@ -449,10 +406,12 @@ fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Convert(Convert::Ncnn { param, bin, out, model_id }) => {
-            let m = weights::ncnn::convert_rrdbnet(&param, &bin, &out, &model_id)?;
+            let m = weights::ncnn::convert(&param, &bin, &out, model_id.as_deref())?;
             println!(
-                "wrote {} ({} tensors, {} shards, {} bytes)",
+                "wrote {} ({} x{}, {} tensors, {} shards, {} bytes)",
                 out.display(),
+                m.architecture,
+                m.config["scale"],
                 m.tensors.len(),
                 m.shards.len(),
                 m.total_bytes()
@@ -523,6 +482,281 @@ fn run(command: Command) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The flags of `onestep upscale` that shape each run (checked by the caller).
+struct UpscaleSettings {
+    tile: Option<usize>,
+    overlap: Option<usize>,
+    lambda_pix: Option<f32>,
+    lambda_sem: Option<f32>,
+    color_fix: ColourFixArg,
+    process_size: u32,
+    seed: Option<u64>,
+    latent_tile: Option<usize>,
+    latent_overlap: Option<usize>,
+    vae_tile: Option<usize>,
+    /// `--lambda-grid`: each value as written (for file names) and as a number.
+    grid: Option<Vec<(String, f32)>>,
+    scale: Option<f64>,
+    width: Option<u32>,
+}
+
+impl UpscaleSettings {
+    /// `--lambda-grid`: the (lambda_pix, lambda_sem) names of every pair, in output order.
+    fn grid_names(&self) -> Option<Vec<(String, String)>> {
+        self.grid
+            .as_ref()
+            .map(|g| g.iter().flat_map(|(p, _)| g.iter().map(move |(s, _)| (p.clone(), s.clone()))).collect())
+    }
+
+    /// The files one input writes when its output is `output`.
+    fn outputs(&self, output: &Path) -> Vec<PathBuf> {
+        match self.grid_names() {
+            Some(names) => batch::grid_paths(output, &names),
+            None => vec![output.to_path_buf()],
+        }
+    }
+}
+
+/// A loaded model with the options of this run resolved.
+enum Runner {
+    Gan { up: GanUpscaler, tiles: TileOptions },
+    Sd { up: onestep_sr::upscaler::SdUpscaler, opts: SdOptions, grid: Option<Vec<(f32, f32)>> },
+}
+
+impl Runner {
+    /// Output pixels per input pixel along each side.
+    fn scale(&self) -> u32 {
+        match self {
+            Runner::Gan { up, .. } => up.scale(),
+            Runner::Sd { up, .. } => up.model.config.scale,
+        }
+    }
+}
+
+/// The device, set to f16 first when asked (before any tensor exists on it: afterwards the
+/// defaults are locked).
+fn open_upscale_device(arg: DeviceArg, dtype: DTypeArg) -> Result<burn::tensor::Device> {
+    let mut device = open_device(arg)?;
+    if let DTypeArg::F16 = dtype {
+        device
+            .configure(burn::tensor::FloatDType::F16)
+            .map_err(|e| format!("--dtype f16 is not available on this device ({e:?}); use --dtype f32"))?;
+    }
+    Ok(device)
+}
+
+/// Check the flags against the loaded model and resolve its options (tile defaults included).
+fn make_runner(up: Upscaler, s: &UpscaleSettings) -> Result<Runner> {
+    match up {
+        Upscaler::Gan(up) => {
+            if s.lambda_pix.is_some() || s.lambda_sem.is_some() || s.seed.is_some() || s.grid.is_some() {
+                return Err("--lambda-pix, --lambda-sem, --lambda-grid and --seed apply to diffusion models only".into());
+            }
+            let defaults = up.default_tile_options();
+            let tiles = TileOptions {
+                tile: s.tile.unwrap_or(defaults.tile),
+                overlap: s.overlap.unwrap_or(defaults.overlap),
+                ..defaults
+            };
+            if tiles.tile == 0 || tiles.overlap >= tiles.tile {
+                return Err(format!(
+                    "--tile must be positive and larger than --overlap (this model's defaults: --tile {} --overlap {})",
+                    defaults.tile, defaults.overlap
+                )
+                .into());
+            }
+            Ok(Runner::Gan { up, tiles })
+        }
+        Upscaler::Sd(up) => {
+            let method = up.model.config.method;
+            let guidance = match (s.lambda_pix, s.lambda_sem) {
+                _ if s.grid.is_some() && method == Method::OseDiff => {
+                    return Err("--lambda-grid needs a PiSA-SR model".into());
+                }
+                _ if s.grid.is_some() => Guidance::Adjustable { lambda_pix: 1.0, lambda_sem: 1.0 },
+                (None, None) => Guidance::Default,
+                _ if method == Method::OseDiff => {
+                    return Err("--lambda-pix / --lambda-sem need a PiSA-SR model".into());
+                }
+                (lp, ls) => Guidance::Adjustable { lambda_pix: lp.unwrap_or(1.0), lambda_sem: ls.unwrap_or(1.0) },
+            };
+            let opts = SdOptions {
+                preprocess: PreprocessOptions { scale: up.model.config.scale, process_size: s.process_size },
+                colour_fix: match s.color_fix {
+                    ColourFixArg::Adain => ColourFix::Adain,
+                    ColourFixArg::Wavelet => ColourFix::Wavelet,
+                    ColourFixArg::None => ColourFix::None,
+                },
+                latent: s.seed.map_or(Latent::Mean, |seed| Latent::Sample { seed }),
+                guidance,
+                tiling: SdTiling {
+                    latent_tile: s.latent_tile,
+                    latent_overlap: s.latent_overlap,
+                    vae_rows: s.vae_tile,
+                    ..Default::default()
+                },
+                cancel: Default::default(),
+            };
+            let grid = s
+                .grid
+                .as_ref()
+                .map(|g| g.iter().flat_map(|(_, p)| g.iter().map(move |(_, s)| (*p, *s))).collect());
+            Ok(Runner::Sd { up, opts, grid })
+        }
+    }
+}
+
+/// The progress bar of one image's tiles (or diffusion stages).
+fn step_bar(runner: &Runner) -> ProgressBar {
+    match runner {
+        Runner::Gan { .. } => {
+            let pb = bar("{msg} tile {pos}/{len} [{bar:30}] {elapsed}");
+            pb.set_message("upscaling");
+            pb
+        }
+        Runner::Sd { .. } => bar("{msg} {pos}/{len} [{bar:30}] {elapsed}"),
+    }
+}
+
+/// Write a file atomically (a temporary file in the same folder, fsync, rename).
+fn write_output(path: &Path, png: &[u8]) -> Result<()> {
+    batch::write_atomic(path, png).map_err(|e| format!("cannot write {}: {e}", path.display()).into())
+}
+
+/// Upscale one decoded image and write `outputs` (one file, or one per `--lambda-grid` pair).
+/// `report`: print what the device's allocator holds afterwards (single-file mode).
+fn run_image(runner: &Runner, img: &image_io::Decoded, outputs: &[PathBuf], s: &UpscaleSettings, pb: &ProgressBar, report: bool) -> Result<()> {
+    let (in_w, in_h) = img.rgb.dimensions();
+    let (rgb, alpha) = match runner {
+        Runner::Gan { up, tiles } => {
+            let out = up.upscale(img, *tiles, &mut |p: Progress| {
+                pb.set_length(p.total as u64);
+                pb.set_position(p.done as u64);
+            })?;
+            pb.finish_and_clear();
+            if let Some(r) = report.then(|| device_memory(&up.device)).flatten() {
+                eprintln!("{r}");
+            }
+            out
+        }
+        Runner::Sd { up, opts, grid } => {
+            let mut progress = |p: Progress| {
+                pb.set_message(p.stage);
+                pb.set_length(p.total as u64);
+                pb.set_position(p.done as u64);
+            };
+            if let Some(pairs) = grid {
+                let (images, alpha) = up.upscale_grid(img, opts, pairs, &mut progress)?;
+                pb.finish_and_clear();
+                for (rgb, path) in images.iter().zip(outputs) {
+                    write_output(path, &image_io::encode_png(rgb, alpha.as_ref())?)?;
+                }
+                return Ok(());
+            }
+            let out = up.upscale(img, opts, &mut progress)?;
+            pb.finish_and_clear();
+            if let Some(r) = report.then(|| device_memory(&up.device)).flatten() {
+                let planned = sd_upscale::planned_peak(&up.model, &img.rgb, opts);
+                eprintln!("{r}; the memory planner estimated a peak of {}", planned.map_or("-".into(), size));
+            }
+            out
+        }
+    };
+    let (rgb, alpha) = match image_io::output_size(in_w, in_h, rgb.width() / in_w, s.scale, s.width)? {
+        Some(size) => image_io::downscale(&rgb, alpha.as_ref(), size),
+        None => (rgb, alpha),
+    };
+    write_output(&outputs[0], &image_io::encode_png(&rgb, alpha.as_ref())?)
+}
+
+/// `onestep upscale IN -o OUT.png`: the image is decoded and checked before any weights load.
+fn upscale_single(input: &Path, output: &Path, model: &Path, device: DeviceArg, dtype: DTypeArg, s: &UpscaleSettings) -> Result<()> {
+    let img = upscaler::read_image(input)?;
+    let (in_w, in_h) = img.rgb.dimensions();
+    // Checked against the x4 models before any weights are loaded, again after.
+    image_io::output_size(in_w, in_h, 4, s.scale, s.width)?;
+    let device = open_upscale_device(device, dtype)?;
+    let runner = make_runner(load_any(model, &device)?, s)?;
+    let outputs = s.outputs(output);
+    run_image(&runner, &img, &outputs, s, &step_bar(&runner), true)?;
+    for o in &outputs {
+        println!("{}", o.display());
+    }
+    Ok(())
+}
+
+/// A message on one line (as `main` prints errors).
+fn one_line(msg: &str) -> String {
+    msg.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(": ")
+}
+
+/// `onestep upscale IN... -o OUTDIR`: the inputs are listed, checked for clashing names and
+/// sharded before any work; finished outputs are skipped; the model loads once; a file that
+/// fails is reported and the others go on; the exit status says whether any failed.
+#[allow(clippy::too_many_arguments)]
+fn upscale_batch(
+    inputs: &[PathBuf],
+    out_dir: &Path,
+    model: &Path,
+    device: DeviceArg,
+    dtype: DTypeArg,
+    s: &UpscaleSettings,
+    shard: batch::Shard,
+    overwrite: bool,
+) -> Result<()> {
+    let files = batch::collect_inputs(inputs)?;
+    let total = files.len();
+    let mut jobs = batch::plan(&files, out_dir)?;
+    for job in &mut jobs {
+        job.outputs = s.outputs(&job.outputs[0]);
+    }
+    let jobs = shard.select(jobs);
+    let mine = jobs.len();
+    if mine == 0 {
+        eprintln!("shard {shard}: nothing to do (its part of the {total} inputs is empty)");
+        return Ok(());
+    }
+    let (todo, skipped) = batch::skip_done(jobs, overwrite);
+    if skipped > 0 {
+        eprintln!("skipped {skipped} of {mine} (already done)");
+    }
+    if todo.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    let device = open_upscale_device(device, dtype)?;
+    let runner = make_runner(load_any(model, &device)?, s)?;
+    let mp = MultiProgress::new();
+    let files_bar = mp.add(bar("file {prefix} [{bar:30}] {elapsed} elapsed, ETA {eta} {msg}"));
+    files_bar.set_length(todo.len() as u64);
+    let mut failed = 0;
+    for (i, job) in todo.iter().enumerate() {
+        files_bar.set_prefix(format!("{}/{}", i + 1, todo.len()));
+        files_bar.set_message(job.input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        let pb = mp.add(step_bar(&runner));
+        let result = upscaler::read_image(&job.input).map_err(Into::into).and_then(|img| {
+            let (w, h) = img.rgb.dimensions();
+            image_io::output_size(w, h, runner.scale(), s.scale, s.width)?;
+            run_image(&runner, &img, &job.outputs, s, &pb, false)
+        });
+        pb.finish_and_clear();
+        mp.remove(&pb);
+        match result {
+            Ok(()) => mp.suspend(|| job.outputs.iter().for_each(|o| println!("{}", o.display()))),
+            Err(e) => {
+                failed += 1;
+                mp.suspend(|| eprintln!("error: {}: {}", job.input.display(), one_line(&e.to_string())));
+            }
+        }
+        files_bar.inc(1);
+    }
+    files_bar.finish_and_clear();
+    if failed > 0 {
+        return Err(format!("{failed} of {} failed", todo.len()).into());
+    }
+    Ok(())
 }
 
 /// `onestep bench` for OSEDiff / PiSA-SR: default mode, latent mean, AdaIN colour fix, one

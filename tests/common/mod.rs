@@ -30,6 +30,17 @@ pub fn realesrgan_dir() -> PathBuf {
     dir
 }
 
+/// A converted model of the wheel by id (`scripts/fetch-models.sh` converts all five).
+pub fn model_dir(id: &str) -> PathBuf {
+    let dir = root().join("models").join(id);
+    assert!(
+        dir.join("manifest.json").exists(),
+        "{} has no manifest.json: run scripts/fetch-models.sh (the README's test command does)",
+        dir.display()
+    );
+    dir
+}
+
 /// One wgpu device per test process (the runtime initialises once), pinned to Vulkan so a
 /// missing driver fails instead of falling back to OpenGL.
 pub fn gpu() -> Device {
