@@ -128,11 +128,13 @@ pub fn output_size(w: u32, h: u32, model_scale: u32, scale: Option<f64>, width: 
     Ok((size != full).then_some(size))
 }
 
-/// The model's output (and its alpha) brought down to `size` by a Lanczos-3 resample: a
-/// smaller output scale than the model's own keeps its detail without aliasing.
+/// The model's output (and its alpha) brought down to `size` by Pillow's LANCZOS (Lanczos-3,
+/// antialiased, bit-exact with `Image.resize`): a smaller output scale than the model's own
+/// keeps its detail without aliasing. Straight alpha is resampled apart from the colour, the
+/// same way, so colour under transparent pixels is kept.
 pub fn downscale(rgb: &RgbImage, alpha: Option<&GrayImage>, size: (u32, u32)) -> (RgbImage, Option<GrayImage>) {
-    use image::imageops::{FilterType, resize};
-    (resize(rgb, size.0, size.1, FilterType::Lanczos3), alpha.map(|a| resize(a, size.0, size.1, FilterType::Lanczos3)))
+    use crate::pil_resize::{Filter, resize, resize_gray};
+    (resize(rgb, size.0, size.1, Filter::Lanczos), alpha.map(|a| resize_gray(a, size.0, size.1, Filter::Lanczos)))
 }
 
 /// Bicubic resize of an 8-bit plane to `width` x `height` (values rounded, clamped).

@@ -7,6 +7,7 @@ pub mod batch;
 pub mod device;
 pub mod image_io;
 pub mod model;
+pub mod pil_resize;
 pub mod pipeline;
 pub mod tiling;
 pub mod weights;

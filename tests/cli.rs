@@ -173,34 +173,80 @@ fn converter_checks_every_layer_and_writes_nothing_on_error() {
     assert!(left.is_empty(), "partial folders left: {left:?}");
 }
 
-/// `--scale` / `--width`: the model's output brought down by Lanczos-3 to the exact size asked
-/// for, alpha kept (and resampled the same way); a scale above the model's is a clear error.
+/// `--scale` / `--width`: the model's output brought down by Pillow's LANCZOS to the exact size
+/// asked for, alpha kept (resampled the same way, apart from the colour); the same with the x2
+/// and x4 compact models; a scale above the model's is a clear error.
 #[test]
 fn output_scale_and_width() {
     let dir = tempfile::tempdir().unwrap();
-    let model = common::realesrgan_dir();
     let alpha = common::fixture("browser/alpha_gradient_16.png");
     let exif = common::fixture("browser/exif_rot6.jpg");
-    let run = |input: &Path, name: &str, extra: &[&str]| {
+    let run = |model: &str, input: &Path, name: &str, extra: &[&str]| {
         let out = dir.path().join(name);
+        let model = common::model_dir(model);
         let mut args = vec!["upscale", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--device", "cpu", "--model", model.to_str().unwrap()];
         args.extend_from_slice(extra);
         let (ok, _, err) = onestep(&args);
         (ok, err, out)
     };
-    let (ok, err, full) = run(&alpha, "full.png", &[]);
+    let split = |img: &image::RgbaImage| {
+        let rgb = image::DynamicImage::ImageRgba8(img.clone()).to_rgb8();
+        let a = image::GrayImage::from_fn(img.width(), img.height(), |x, y| image::Luma([img.get_pixel(x, y)[3]]));
+        (rgb, a)
+    };
+    for model in ["realesrgan-x4plus", "realesr-animevideov3-x4"] {
+        let (ok, err, full) = run(model, &alpha, "full.png", &[]);
+        assert!(ok, "{err}");
+        let (full_rgb, full_a) = split(&common::read_rgba(&full));
+        for (scale, side) in [("2", 32), ("3", 48), ("1", 16)] {
+            let (ok, err, out) = run(model, &alpha, &format!("s{scale}.png"), &["--scale", scale]);
+            assert!(ok, "{model} --scale {scale}: {err}");
+            let out = common::read_rgba(&out);
+            assert_eq!(out.dimensions(), (side, side), "{model} --scale {scale}");
+            let (want_rgb, want_a) = onestep_sr::image_io::downscale(&full_rgb, Some(&full_a), (side, side));
+            let (rgb, a) = split(&out);
+            assert_eq!((rgb, a), (want_rgb, want_a.unwrap()), "{model} --scale {scale}: the x4 output resampled");
+            assert!(out.pixels().any(|p| p[3] < 128) && out.get_pixel(0, 0)[3] > 200, "alpha kept");
+        }
+    }
+    // The x2 model at its own scale, and at 1x (clean-up only).
+    let (ok, err, x2) = run("realesr-animevideov3-x2", &alpha, "x2.png", &["--scale", "2"]);
     assert!(ok, "{err}");
-    let (ok, err, half) = run(&alpha, "half.png", &["--scale", "2"]);
+    assert_eq!(common::read_rgba(&x2).dimensions(), (32, 32));
+    let (ok, err, x1) = run("realesr-animevideov3-x2", &alpha, "x1.png", &["--scale", "1"]);
     assert!(ok, "{err}");
-    let (full, half) = (common::read_rgba(&full), common::read_rgba(&half));
-    assert_eq!(half.dimensions(), (32, 32));
-    let want = image::imageops::resize(&full, 32, 32, image::imageops::FilterType::Lanczos3);
-    assert!(common::max_abs_diff(half.as_raw(), want.as_raw()) <= 1, "the x2 output is the x4 output resampled");
-    assert!(half.pixels().any(|p| p[3] < 128) && half.get_pixel(0, 0)[3] > 200, "alpha kept");
+    assert_eq!(common::read_rgba(&x1).dimensions(), (16, 16));
+    let (ok, err, _) = run("realesr-animevideov3-x2", &alpha, "x3.png", &["--scale", "3"]);
+    assert!(!ok && err.trim().lines().count() == 1 && err.contains("at most the model's 2"), "{err}");
     // EXIF-rotated 8x12 (upright) at a target width of 20: 20x30.
-    let (ok, err, w) = run(&exif, "w20.png", &["--width", "20"]);
+    let (ok, err, w) = run("realesrgan-x4plus", &exif, "w20.png", &["--width", "20"]);
     assert!(ok, "{err}");
     assert_eq!(common::read_rgba(&w).dimensions(), (20, 30));
-    let (ok, err, _) = run(&alpha, "x5.png", &["--scale", "5"]);
+    // A 256x256 photo to a width of 1000 with the compact x4 model: 1000x1000.
+    let (ok, err, w) = run("realesr-animevideov3-x4", &common::fixture("realesrgan/astronaut_256.png"), "w1000.png", &["--width", "1000"]);
+    assert!(ok, "{err}");
+    assert_eq!(common::read_rgba(&w).dimensions(), (1000, 1000));
+    let (ok, err, _) = run("realesrgan-x4plus", &alpha, "x5.png", &["--scale", "5"]);
     assert!(!ok && err.trim().lines().count() == 1 && err.contains("at most the model's 4"), "{err}");
+}
+
+/// The output-scale filter is Pillow's LANCZOS: references made by Pillow itself
+/// (tests/fixtures/realesrgan/generate.py) from one x4 output, RGB and alpha apart.
+#[test]
+fn downscale_matches_pillow_lanczos() {
+    let x4 = common::read_rgba(&common::fixture("realesrgan/coffee_rgba_40_x4_ncnn.png"));
+    let rgb = image::DynamicImage::ImageRgba8(x4.clone()).to_rgb8();
+    let alpha = image::GrayImage::from_fn(x4.width(), x4.height(), |x, y| image::Luma([x4.get_pixel(x, y)[3]]));
+    for side in [80u32, 120, 100] {
+        let want = common::read_rgba(&common::fixture(&format!("realesrgan/coffee_rgba_40_x4_lanczos_{side}.png")));
+        let (r, a) = onestep_sr::image_io::downscale(&rgb, Some(&alpha), (side, side));
+        let a = a.unwrap();
+        let got = image::RgbaImage::from_fn(side, side, |x, y| {
+            let p = r.get_pixel(x, y);
+            image::Rgba([p[0], p[1], p[2], a.get_pixel(x, y)[0]])
+        });
+        let d = common::max_abs_diff(got.as_raw(), want.as_raw());
+        println!("{side}x{side}: max |diff| vs Pillow = {d}");
+        assert!(d <= 1, "{side}: max |diff| {d} vs Pillow's LANCZOS");
+    }
 }

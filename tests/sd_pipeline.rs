@@ -14,7 +14,7 @@ use common::*;
 use onestep_sr::model::sd::Method;
 use onestep_sr::pipeline::colour_fix::{self, ColourFix};
 use onestep_sr::pipeline::one_step::{Latent, alphas_cumprod};
-use onestep_sr::pipeline::pil_resize::{Filter, resize};
+use onestep_sr::pil_resize::{Filter, resize};
 use onestep_sr::pipeline::preprocess::{PreprocessOptions, preprocess, to_model_input};
 use onestep_sr::weights::clip_tokenizer::ClipTokenizer;
 use onestep_sr::weights::sd_convert::{SdConvertOptions, StoreDType, convert_sd};

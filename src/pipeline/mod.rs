@@ -3,7 +3,6 @@
 pub mod colour_fix;
 pub mod gan;
 pub mod one_step;
-pub mod pil_resize;
 pub mod preprocess;
 pub mod sd_upscale;
 

@@ -7,7 +7,7 @@
 use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbImage;
 
-use super::pil_resize::{Filter, resize};
+use crate::pil_resize::{Filter, resize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PreprocessOptions {

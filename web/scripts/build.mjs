@@ -109,9 +109,9 @@ cpSync(join(web, 'public'), dist, { recursive: true });
 cpSync(pkg, join(dist, 'pkg'), { recursive: true, filter: (f) => !/(\.gitkeep|sizes\.json)$/.test(f) });
 
 // The model catalog: every converted model in models/ (size, scale and architecture from its
-// manifest) with its name, description and licence from web/src/models-table.json; table
+// manifest) with its name, description and licence from assets/catalog.json; table
 // entries on another origin (absolute URLs) as they are; the default model always.
-const table = JSON.parse(readFileSync(join(web, 'src', 'models-table.json'), 'utf8')).models;
+const table = JSON.parse(readFileSync(join(root, 'assets', 'catalog.json'), 'utf8')).models;
 const catalog = [];
 const models = join(root, 'models');
 for (const dir of existsSync(models) ? readdirSync(models).sort() : []) {

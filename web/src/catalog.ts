@@ -1,5 +1,5 @@
 // The model catalog (models.json, written by the build from models/*/manifest.json and
-// web/src/models-table.json; a deployment may edit it or serve its own): what the page and
+// assets/catalog.json; a deployment may edit it or serve its own): what the page and
 // the element offer, with sizes and licences, before anything is downloaded.
 
 export interface CatalogEntry {
@@ -8,10 +8,14 @@ export interface CatalogEntry {
   name: string;
   /** One line for a person: "photos", "anime", "diffusion: most detail, slow". */
   description: string;
-  /** 'rrdbnet' | 'osediff' | 'pisa-sr' (the manifest's architecture). */
+  /** 'rrdbnet' | 'srvgg' | 'osediff' | 'pisa-sr' (the manifest's architecture). */
   architecture: string;
-  /** The model's own scale (4 for every model here). */
+  /** The model's own scale: 4, or 2 / 3 (realesr-animevideov3-x2 / -x3). Output scales
+   *  above it are not offered (the engine refuses them). */
   scale: number;
+  /** The picker's group ("Photos", "Anime and drawings", "Diffusion: most detail, slow");
+   *  when absent, guessed from the architecture and the name (`modelGroup`). */
+  group?: string;
   /** Download size in bytes (the shards), or 0 when unknown. */
   bytes: number;
   licence: string;
@@ -64,6 +68,7 @@ export async function loadCatalog(url: string): Promise<CatalogEntry[]> {
       licence: m.licence ?? '',
       manifest: new URL(m.manifest, abs).href,
       default: Boolean(m.default),
+      ...(typeof m.group === 'string' && m.group ? { group: m.group } : {}),
       options: m.options && typeof m.options === 'object' ? m.options : undefined,
     });
   }
@@ -75,15 +80,55 @@ export function defaultEntry(catalog: CatalogEntry[]): CatalogEntry {
   return catalog.find((m) => m.default) ?? catalog[0];
 }
 
-/** A catalog id or a manifest URL → an entry (a URL not in the catalog gets a plain one). */
-export function resolveModel(model: string, catalog: CatalogEntry[]): CatalogEntry {
+/** A catalog id or a manifest URL → an entry. One not in the catalog gets a plain one: a
+ *  bare id (`realesr-animevideov3-x2`) means `models/<id>/manifest.json` beside the catalog
+ *  (`base`), anything else is a manifest URL. Its scale is a guess until the model loads
+ *  (`effectiveScale` uses the loaded model's). */
+export function resolveModel(model: string, catalog: CatalogEntry[], base = location.href): CatalogEntry {
   const byId = catalog.find((m) => m.id === model);
   if (byId) return byId;
+  if (/^[A-Za-z0-9][\w.-]*$/.test(model) && !/\.json$/i.test(model)) {
+    const scale = Number(model.match(/-x([234])(?:\b|$)/)?.[1] ?? 4);
+    return { id: model, name: model, description: '', architecture: 'unknown', scale, bytes: 0, licence: '', manifest: new URL(`models/${model}/manifest.json`, new URL(base, location.href)).href };
+  }
   const url = new URL(model, location.href).href;
   const byUrl = catalog.find((m) => m.manifest === url);
   if (byUrl) return byUrl;
   const dir = url.replace(/\/manifest\.json(\?.*)?$/, '').split('/').pop() || url;
   return { id: dir, name: dir, description: '', architecture: 'unknown', scale: 4, bytes: 0, licence: '', manifest: url };
+}
+
+/** The scale a run gives: the one asked for when it is below the model's own (the engine
+ *  refuses one above it), else the model's. `null` when the model's own scale applies. */
+export function effectiveScale(asked: number | null | undefined, modelScale: number): number | null {
+  return asked && asked > 0 && asked < modelScale ? asked : null;
+}
+
+const DIFFUSION = new Set(['pisa-sr', 'osediff']);
+
+/** The picker's group for an entry: its own `group`, else diffusion models, anime and
+ *  drawings models (by name), and photos. */
+export function modelGroup(m: CatalogEntry): string {
+  if (m.group) return m.group;
+  if (DIFFUSION.has(m.architecture)) return 'Diffusion: most detail, slow';
+  if (/anime|drawing|illustration/i.test(`${m.id} ${m.name} ${m.description}`)) return 'Anime and drawings';
+  return 'Photos';
+}
+
+/** The catalog in groups (in order of first appearance, photos first), each group's models
+ *  best first: the larger (slower, more detailed) before the small fast ones, then by scale. */
+export function groupedCatalog(catalog: CatalogEntry[]): { group: string; models: CatalogEntry[] }[] {
+  const order = ['Photos', 'Anime and drawings', 'Diffusion: most detail, slow'];
+  const groups = new Map<string, CatalogEntry[]>();
+  for (const m of catalog) {
+    const g = modelGroup(m);
+    if (!groups.has(g)) groups.set(g, []);
+    groups.get(g)!.push(m);
+  }
+  const rank = (g: string) => (order.includes(g) ? order.indexOf(g) : order.length);
+  return [...groups.entries()]
+    .sort((a, b) => rank(a[0]) - rank(b[0]))
+    .map(([group, models]) => ({ group, models: [...models].sort((a, b) => (b.bytes - a.bytes) || (b.scale - a.scale)) }));
 }
 
 /** "33.4 MB" (decimal, as download sizes are usually given). */

@@ -1,5 +1,6 @@
-//! Pillow's `Image.resize` for 8-bit RGB (libImaging/Resample.c), bit-exact: the official
-//! OSEDiff / PiSA-SR scripts pre-process with PIL, and "bicubic" there is PIL's.
+//! Pillow's `Image.resize` for 8-bit RGB and grey (libImaging/Resample.c), bit-exact: the
+//! official OSEDiff / PiSA-SR scripts pre-process with PIL, and "bicubic" there is PIL's; the
+//! output scale below a model's own (`--scale`, `--width`) is PIL's LANCZOS.
 //!
 //! Separable, horizontal pass first (skipped when the width is unchanged), then vertical;
 //! each pass rounds to uint8. Per output pixel `xx`: `center = (xx + 0.5) * in/out`,
@@ -12,7 +13,7 @@
 //! instead of replicating edge pixels; Lanczos is `sinc(x) sinc(x/3)` on [-3, 3).
 //! Ported from the numpy re-implementation in tests/fixtures/sd/generate.py (`pil_resize`).
 
-use image::RgbImage;
+use image::{GrayImage, RgbImage};
 
 /// `PRECISION_BITS = 32 - 8 - 2` in Resample.c.
 const PRECISION_BITS: u32 = 22;
@@ -94,28 +95,28 @@ fn clip8(acc: i64) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// Resample interleaved RGB rows: `src` is `h x w x 3`, the result `h x out_w x 3`.
-fn horizontal(src: &[u8], w: usize, h: usize, out_w: usize, filter: Filter) -> Vec<u8> {
+/// Resample interleaved rows of `ch` channels: `src` is `h x w x ch`, the result `h x out_w x ch`.
+fn horizontal(src: &[u8], ch: usize, w: usize, h: usize, out_w: usize, filter: Filter) -> Vec<u8> {
     let k = coeffs(w, out_w, filter);
-    let mut out = vec![0u8; h * out_w * 3];
+    let mut out = vec![0u8; h * out_w * ch];
     for y in 0..h {
-        let row = &src[y * w * 3..(y + 1) * w * 3];
+        let row = &src[y * w * ch..(y + 1) * w * ch];
         for (xx, (xmin, taps)) in k.iter().enumerate() {
-            for c in 0..3 {
+            for c in 0..ch {
                 let mut acc = 1i64 << (PRECISION_BITS - 1);
                 for (i, &t) in taps.iter().enumerate() {
-                    acc += row[(xmin + i) * 3 + c] as i64 * t;
+                    acc += row[(xmin + i) * ch + c] as i64 * t;
                 }
-                out[(y * out_w + xx) * 3 + c] = clip8(acc);
+                out[(y * out_w + xx) * ch + c] = clip8(acc);
             }
         }
     }
     out
 }
 
-fn vertical(src: &[u8], w: usize, h: usize, out_h: usize, filter: Filter) -> Vec<u8> {
+fn vertical(src: &[u8], ch: usize, w: usize, h: usize, out_h: usize, filter: Filter) -> Vec<u8> {
     let k = coeffs(h, out_h, filter);
-    let stride = w * 3;
+    let stride = w * ch;
     let mut out = vec![0u8; out_h * stride];
     for (yy, (ymin, taps)) in k.iter().enumerate() {
         for x in 0..stride {
@@ -129,18 +130,28 @@ fn vertical(src: &[u8], w: usize, h: usize, out_h: usize, filter: Filter) -> Vec
     out
 }
 
-/// `img.resize((width, height), filter)` as Pillow computes it. Same size: a copy.
-pub fn resize(img: &RgbImage, width: u32, height: u32, filter: Filter) -> RgbImage {
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let (ow, oh) = (width as usize, height as usize);
-    let mut data = img.as_raw().clone();
+fn resize_raw(data: &[u8], ch: usize, (w, h): (u32, u32), (ow, oh): (u32, u32), filter: Filter) -> Vec<u8> {
+    let (w, h, ow, oh) = (w as usize, h as usize, ow as usize, oh as usize);
+    let mut data = data.to_vec();
     if ow != w {
-        data = horizontal(&data, w, h, ow, filter);
+        data = horizontal(&data, ch, w, h, ow, filter);
     }
     if oh != h {
-        data = vertical(&data, ow, h, oh, filter);
+        data = vertical(&data, ch, ow, h, oh, filter);
     }
+    data
+}
+
+/// `img.resize((width, height), filter)` as Pillow computes it. Same size: a copy.
+pub fn resize(img: &RgbImage, width: u32, height: u32, filter: Filter) -> RgbImage {
+    let data = resize_raw(img.as_raw(), 3, img.dimensions(), (width, height), filter);
     RgbImage::from_raw(width, height, data).expect("resize keeps the buffer size consistent")
+}
+
+/// The same for an `L` (grey, e.g. alpha) image.
+pub fn resize_gray(img: &GrayImage, width: u32, height: u32, filter: Filter) -> GrayImage {
+    let data = resize_raw(img.as_raw(), 1, img.dimensions(), (width, height), filter);
+    GrayImage::from_raw(width, height, data).expect("resize keeps the buffer size consistent")
 }
 
 #[cfg(test)]
