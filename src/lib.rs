@@ -4,6 +4,7 @@
 //! [`device`] → tiles blended ([`tiling`], driven by [`pipeline`]) → image.
 
 pub mod batch;
+pub mod catalog;
 pub mod device;
 pub mod image_io;
 pub mod model;

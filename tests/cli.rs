@@ -250,3 +250,30 @@ fn downscale_matches_pillow_lanczos() {
         assert!(d <= 1, "{side}: max |diff| {d} vs Pillow's LANCZOS");
     }
 }
+
+/// `onestep models` lists the catalog with what is converted; `--model` takes a catalog id.
+#[test]
+fn models_are_listed_and_chosen_by_id() {
+    let (ok, out, err) = onestep(&["models", "--json"]);
+    assert!(ok, "{err}");
+    let list: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    for (id, scale, arch) in [
+        ("realesrgan-x4plus", 4, "rrdbnet"),
+        ("realesrgan-x4plus-anime", 4, "rrdbnet"),
+        ("realesr-animevideov3-x2", 2, "srvgg"),
+        ("realesr-animevideov3-x3", 3, "srvgg"),
+        ("realesr-animevideov3-x4", 4, "srvgg"),
+    ] {
+        let e = list.iter().find(|e| e["id"] == id).unwrap_or_else(|| panic!("{id} not listed"));
+        assert_eq!((e["scale"].as_u64(), e["architecture"].as_str()), (Some(scale), Some(arch)), "{id}");
+        assert!(e["path"].is_string() && e["bytes"].as_u64() > Some(1_000_000) && !e["licence"].as_str().unwrap().is_empty(), "{id}: {e}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x3.png");
+    let input = common::fixture("realesrgan/anime_64x48.png");
+    let (ok, _, err) = onestep(&["upscale", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--device", "cpu", "--model", "realesr-animevideov3-x3"]);
+    assert!(ok, "{err}");
+    assert_eq!(common::read_rgba(&out).dimensions(), (192, 144));
+    let (ok, _, err) = onestep(&["upscale", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "no-such-model"]);
+    assert!(!ok && err.contains("onestep models"), "{err}");
+}

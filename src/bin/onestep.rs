@@ -76,7 +76,7 @@ enum Command {
         /// p % N == I: task I of a job array of N (e.g. --shard 0/4).
         #[arg(long, value_name = "I/N", allow_hyphen_values = true)]
         shard: Option<String>,
-        /// Converted model directory (weight format v1).
+        /// Converted model directory (weight format v1), or a catalog id (`onestep models`).
         #[arg(long, default_value = "models/realesrgan-x4plus")]
         model: PathBuf,
         /// Tile side in input pixels (one fixed shape; smaller images are one tile).
@@ -131,6 +131,16 @@ enum Command {
         /// Output width in pixels (at most the model's); the height keeps the aspect ratio.
         #[arg(long)]
         width: Option<u32>,
+    },
+    /// List the model catalog: id, scale, architecture, size, whether it is converted, and
+    /// what it is for. `--model` takes a path or one of these ids.
+    Models {
+        /// Where converted models live.
+        #[arg(long, default_value = "models")]
+        dir: PathBuf,
+        /// Print JSON (one array) instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Convert weights into format v1.
     #[command(subcommand)]
@@ -278,9 +288,10 @@ fn bar(style: &str) -> ProgressBar {
 
 /// Load any converted model with a progress bar; a missing directory says how to make one.
 fn load_any(dir: &Path, device: &burn::tensor::Device) -> Result<Upscaler> {
+    let dir = &model_path(dir);
     if !dir.join("manifest.json").exists() {
         return Err(format!(
-            "no model at {} (manifest.json missing): run scripts/setup.sh or `onestep convert`",
+            "no model at {} (manifest.json missing): run scripts/fetch-models.sh (or scripts/setup.sh, or `onestep convert`); `onestep models` lists the catalog",
             dir.display()
         )
         .into());
@@ -293,6 +304,11 @@ fn load_any(dir: &Path, device: &burn::tensor::Device) -> Result<Upscaler> {
     })?;
     pb.finish_and_clear();
     Ok(up)
+}
+
+/// `--model`: a converted folder, or a catalog id converted under models/.
+fn model_path(arg: &Path) -> PathBuf {
+    onestep_sr::catalog::resolve(arg, Path::new("models"))
 }
 
 /// Load a Real-ESRGAN model (the commands that only time or sweep RRDBNet).
@@ -405,6 +421,29 @@ fn run(command: Command) -> Result<()> {
             );
             Ok(())
         }
+        Command::Models { dir, json } => {
+            let list = onestep_sr::catalog::list(&dir);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(());
+            }
+            println!("{:<26} {:>5} {:<8} {:>9}  {:<9} {}", "id", "scale", "arch", "size", "converted", "description");
+            for l in &list {
+                let e = &l.entry;
+                println!(
+                    "{:<26} {:>5} {:<8} {:>9}  {:<9} {}{}",
+                    e.id,
+                    format!("x{}", e.scale),
+                    e.architecture,
+                    e.bytes.map_or("-".into(), size),
+                    if l.path.is_some() { "yes" } else { "no" },
+                    e.description,
+                    if e.default { " (default)" } else { "" }
+                );
+            }
+            println!("\nUse one with `onestep upscale IN -o OUT --model ID`. Licences: `onestep models --json`.");
+            Ok(())
+        }
         Command::Convert(Convert::Ncnn { param, bin, out, model_id }) => {
             let m = weights::ncnn::convert(&param, &bin, &out, model_id.as_deref())?;
             println!(
@@ -429,7 +468,8 @@ fn run(command: Command) -> Result<()> {
         Command::Bench { image, model, device, runs, tile, process_size, no_warmup } => {
             let img = upscaler::read_image(&image)?;
             let device = open_device(device)?;
-            if weights::loader::read_manifest(&model)?.architecture != "rrdbnet" {
+            let model = model_path(&model);
+            if !matches!(weights::loader::read_manifest(&model)?.architecture.as_str(), "rrdbnet" | "srvgg") {
                 return bench_sd(&model, &device, &img.rgb, process_size, runs, no_warmup);
             }
             let up = load_model(&model, &device)?;
