@@ -21,6 +21,9 @@ pub enum ImageError {
     TooLarge { width: u32, height: u32, max: u64 },
     #[error("the image is corrupt or truncated: {0}")]
     Corrupt(String),
+    /// The decoders would fill what is missing with grey and say nothing (Pillow refuses too).
+    #[error("the image file is truncated: {0}")]
+    Truncated(String),
     #[error("cannot write {path}: {detail}")]
     Write { path: String, detail: String },
 }
@@ -53,6 +56,11 @@ pub fn decode_with_limit(bytes: &[u8], max_pixels: u64) -> Result<Decoded, Image
     if let Ok(size) = imagesize::blob_size(bytes) {
         check_size(size.width as u64, size.height as u64, max_pixels)?;
     }
+    match reader.format() {
+        Some(ImageFormat::Jpeg) => check_jpeg_complete(bytes)?,
+        Some(ImageFormat::WebP) => check_webp_complete(bytes)?,
+        _ => {} // the PNG decoder reports a short IDAT stream itself
+    }
     let mut decoder = reader.into_decoder().map_err(corrupt)?;
     let (width, height) = decoder.dimensions();
     if width == 0 || height == 0 {
@@ -71,6 +79,53 @@ pub fn decode_with_limit(bytes: &[u8], max_pixels: u64) -> Result<Decoded, Image
         GrayImage::from_fn(rgba.width(), rgba.height(), |x, y| image::Luma([rgba.get_pixel(x, y)[3]]))
     });
     Ok(Decoded { rgb: img.to_rgb8(), alpha })
+}
+
+/// A JPEG must reach its end-of-image marker: walk the segments to the first scan, then look
+/// for EOI in the entropy-coded data (where a 0xFF byte is always stuffed, so `FF D9` is the
+/// marker). The JPEG decoder would otherwise give a grey lower part for a cut-off file.
+fn check_jpeg_complete(bytes: &[u8]) -> Result<(), ImageError> {
+    let truncated = |what: &str| Err(ImageError::Truncated(format!("JPEG {what} ({} bytes)", bytes.len())));
+    let mut pos = 2; // after SOI
+    loop {
+        // Markers may be preceded by fill bytes 0xFF.
+        while bytes.get(pos) == Some(&0xFF) && bytes.get(pos + 1) == Some(&0xFF) {
+            pos += 1;
+        }
+        let (Some(&0xFF), Some(&marker)) = (bytes.get(pos), bytes.get(pos + 1)) else {
+            return truncated("ends before its first scan");
+        };
+        match marker {
+            0xD9 => return truncated("ends before its first scan"),
+            0x01 | 0xD0..=0xD7 => pos += 2, // no length
+            _ => {
+                let Some(len) = bytes.get(pos + 2..pos + 4).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize) else {
+                    return truncated("ends inside a marker segment");
+                };
+                pos += 2 + len;
+                if marker == 0xDA {
+                    break;
+                }
+            }
+        }
+        if pos > bytes.len() {
+            return truncated("ends inside a marker segment");
+        }
+    }
+    if bytes.get(pos..).is_some_and(|scan| scan.windows(2).any(|w| w == [0xFF, 0xD9])) {
+        Ok(())
+    } else {
+        truncated("has no end-of-image marker: the file was cut off")
+    }
+}
+
+/// A WebP's RIFF header states the file's length.
+fn check_webp_complete(bytes: &[u8]) -> Result<(), ImageError> {
+    let declared = bytes.get(4..8).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize) + 8;
+    if bytes.len() < declared {
+        return Err(ImageError::Truncated(format!("WebP has {} of its {declared} bytes", bytes.len())));
+    }
+    Ok(())
 }
 
 fn check_size(width: u64, height: u64, max_pixels: u64) -> Result<(), ImageError> {
@@ -182,6 +237,28 @@ mod tests {
         out.extend_from_slice(&payload);
         out.extend_from_slice(&jpeg[2..]);
         out
+    }
+
+    #[test]
+    fn truncated_jpeg_and_webp_are_errors_not_grey_images() {
+        let img = RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, 90]));
+        let mut jpeg = Vec::new();
+        img.write_to(&mut Cursor::new(&mut jpeg), ImageFormat::Jpeg).unwrap();
+        assert!(decode(&jpeg).is_ok());
+        assert!(decode(&jpeg_with_orientation(&img, 6)).is_ok(), "EXIF segments are walked over");
+        // Trailing bytes after EOI (common from cameras and editors) are fine.
+        assert!(decode(&[&jpeg[..], b"trailer"].concat()).is_ok());
+        for cut in [jpeg.len() / 2, jpeg.len() - 2, 30] {
+            let e = decode(&jpeg[..cut]).err().expect("a cut-off JPEG must fail");
+            assert!(matches!(e, ImageError::Truncated(_)), "{cut}: {e}");
+            assert!(e.to_string().contains("truncated"), "{e}");
+        }
+        let mut webp = b"RIFF".to_vec();
+        webp.extend_from_slice(&1000u32.to_le_bytes());
+        webp.extend_from_slice(b"WEBPVP8L");
+        webp.extend_from_slice(&[0; 20]);
+        let e = decode(&webp).err().unwrap();
+        assert!(matches!(e, ImageError::Truncated(_)), "{e}");
     }
 
     #[test]

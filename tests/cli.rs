@@ -56,7 +56,8 @@ fn bad_images_give_one_line_errors() {
         ("truncated.png", real[..real.len() / 2].to_vec(), "corrupt or truncated"),
         ("corrupt.png", [&real[..200], &vec![0x55; 3000][..]].concat(), "corrupt"),
         ("huge.png", huge_png(), "100000x100000"),
-        ("corrupt.jpg", [&[0xff, 0xd8, 0xff, 0xe0][..], &vec![0x11; 500][..]].concat(), "corrupt"),
+        ("corrupt.jpg", [&[0xff, 0xd8, 0xff, 0xe0][..], &vec![0x11; 500][..]].concat(), "truncated"),
+        ("half.jpg", { let j = std::fs::read(common::fixture("browser/exif_rot6.jpg")).unwrap(); j[..j.len() / 2].to_vec() }, "the image file is truncated"),
     ];
     for (name, bytes, msg) in cases {
         let p = dir.path().join(name);
