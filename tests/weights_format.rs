@@ -166,3 +166,60 @@ fn uploading_in_row_blocks_gives_the_same_tensors() {
     store.take::<0>("scalar", []).unwrap();
     store.finish().unwrap();
 }
+
+/// Hostile manifests are refused when read, before any shard is opened (the folder below has
+/// none): names that leave the folder or the origin, impossible sizes and shapes, duplicates.
+#[test]
+fn hostile_manifests_are_refused_before_any_shard_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_tiny(&dir.path().join("good"));
+    let text = serde_json::to_value(&good).unwrap();
+    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+        ("dotdot", Box::new(|m| m["shards"][0]["file"] = "..".into()), "not a plain file name"),
+        ("parent", Box::new(|m| m["shards"][0]["file"] = "../secret.bin".into()), "not a plain file name"),
+        ("absolute", Box::new(|m| m["shards"][0]["file"] = "/etc/passwd".into()), "not a plain file name"),
+        ("scheme", Box::new(|m| m["shards"][0]["file"] = "https:evil.example".into()), "not a plain file name"),
+        ("other-origin", Box::new(|m| m["shards"][0]["file"] = "//evil.example/x.bin".into()), "not a plain file name"),
+        ("hidden", Box::new(|m| m["shards"][0]["file"] = ".shard.bin".into()), "not a plain file name"),
+        ("huge", Box::new(|m| m["shards"][0]["bytes"] = (1u64 << 40).into()), "declares"),
+        ("bad-hash", Box::new(|m| m["shards"][0]["sha256"] = "zz".repeat(32).into()), "SHA-256"),
+        ("overflow", Box::new(|m| m["tensors"][0]["shape"] = serde_json::json!([4294967296u64, 4294967296u64, 16])), "impossible shape"),
+        ("past-end", Box::new(|m| m["tensors"][0]["offset"] = (u64::MAX - 10).into()), "at offset"),
+        ("duplicate", Box::new(|m| {
+            let t = m["tensors"][0].clone();
+            m["tensors"].as_array_mut().unwrap().push(t);
+        }), "listed more than once"),
+    ];
+    for (name, edit, want) in cases {
+        let case = dir.path().join(name);
+        std::fs::create_dir(&case).unwrap();
+        let mut m = text.clone();
+        edit(&mut m);
+        std::fs::write(case.join("manifest.json"), serde_json::to_string(&m).unwrap()).unwrap();
+        let err = load_err(&case);
+        assert!(err.contains(want), "{name}: {err}");
+    }
+}
+
+/// The writer is atomic: nothing at the target until `finish`; an abandoned write leaves
+/// nothing behind; a finished one replaces the previous model whole.
+#[test]
+fn the_writer_replaces_a_model_only_when_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("model");
+    let first = write_tiny(&target);
+    {
+        let mut w = ShardWriter::create(&target).unwrap();
+        w.add_f32("x", &[4], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+        // Dropped without finish (an error half way): the old model is untouched.
+    }
+    let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, vec!["model"], "no partial folder left");
+    let (m, _) = weights::load_dir(&target, &common::cpu(), &mut |_| {}).unwrap();
+    assert_eq!(m.tensors.len(), first.tensors.len());
+    let mut w = ShardWriter::create(&target).unwrap();
+    w.add_f32("x", &[4], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+    assert_eq!(weights::loader::read_manifest(&target).unwrap().tensors.len(), first.tensors.len(), "old model until finish");
+    w.finish("x", "test", serde_json::Value::Null, serde_json::Value::Null).unwrap();
+    assert_eq!(weights::loader::read_manifest(&target).unwrap().tensors.len(), 1);
+}

@@ -92,16 +92,36 @@ impl Manifest {
             )));
         }
         for s in &m.shards {
-            if s.bytes > MAX_SHARD_BYTES || s.sha256.len() != 64 || s.file.contains(['/', '\\']) {
-                return Err(E::Manifest(format!("shard entry {:?} is invalid", s.file)));
+            // A plain file name beside the manifest: no path, no scheme (`https:x` would leave the
+            // origin in a browser), no `..`, no hidden files; sizes within the format's.
+            let plain = !s.file.is_empty()
+                && s.file.len() <= 128
+                && !s.file.starts_with('.')
+                && s.file.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            if !plain {
+                return Err(E::Manifest(format!(
+                    "shard file {:?} is not a plain file name (letters, digits, '.', '_', '-'; no path, scheme or leading dot)",
+                    s.file
+                )));
+            }
+            if s.bytes == 0 || s.bytes > MAX_SHARD_BYTES {
+                return Err(E::Manifest(format!("shard {:?} declares {} bytes (1 to {MAX_SHARD_BYTES})", s.file, s.bytes)));
+            }
+            if s.sha256.len() != 64 || !s.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(E::Manifest(format!("shard {:?} has no valid SHA-256", s.file)));
             }
         }
         for t in &m.tensors {
+            // Checked before anything multiplies the shape (an overflow would wrap).
+            let numel = t.shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64)).filter(|&n| n <= u64::from(u32::MAX));
+            if numel.is_none() || t.shape.len() > 8 {
+                return Err(E::Manifest(format!("tensor {} has an impossible shape {:?}", t.name, t.shape)));
+            }
             let shard = m.shards.get(t.shard).ok_or_else(|| {
                 E::Manifest(format!("tensor {} names shard {} of {}", t.name, t.shard, m.shards.len()))
             })?;
             let want = t.numel() as u64 * t.dtype.size();
-            if t.length != want || t.offset + t.length > shard.bytes {
+            if t.length != want || t.offset.checked_add(t.length).is_none_or(|end| end > shard.bytes) {
                 return Err(E::Manifest(format!(
                     "tensor {} ({:?} {:?}) has length {} at offset {} in a shard of {} bytes",
                     t.name, t.dtype, t.shape, t.length, t.offset, shard.bytes

@@ -4,8 +4,7 @@
 //! (realesr-animevideov3 x2/x3/x4). The graph's config is read off its first layers, the
 //! layers that architecture must have are generated from it, and every layer of the file is
 //! checked against them in order; a mismatch names the layer. Weights map in order onto the
-//! PyTorch names. Nothing is written unless the whole file converts: the model is written
-//! beside `out` and renamed into place at the end.
+//! PyTorch names. Nothing is written unless the whole file converts (the writer is atomic).
 
 use std::path::Path;
 
@@ -420,16 +419,10 @@ pub fn convert(param: &Path, bin: &Path, out: &Path, model_id: Option<&str>) -> 
     };
     let mut names = names.into_iter();
     let mut next = |what: &str| names.next().ok_or_else(|| WeightsError::Convert(format!("no tensor name left for {what}")));
-    // Into a sibling folder, renamed into place once complete: nothing is left half-written.
-    let partial = out.with_file_name(format!(
-        ".{}.partial-{}",
-        out.file_name().map_or("model".into(), |f| f.to_string_lossy()),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&partial);
-    let result = (|| {
+    {
         let mut reader = BinReader { data: &data, pos: 0, file: bin.display().to_string() };
-        let mut writer = ShardWriter::create(&partial)?;
+        // Atomic: nothing appears at `out` unless the whole model converts.
+        let mut writer = ShardWriter::create(out)?;
         for (layer, want) in &checked {
             match want {
                 Expect::Conv { c_out, .. } => {
@@ -465,18 +458,5 @@ pub fn convert(param: &Path, bin: &Path, out: &Path, model_id: Option<&str>) -> 
                 "bin": bin.file_name().map(|f| f.to_string_lossy().into_owned()),
             }),
         )
-    })();
-    match result {
-        Ok(manifest) => {
-            if out.exists() {
-                std::fs::remove_dir_all(out).map_err(io(out))?;
-            }
-            std::fs::rename(&partial, out).map_err(io(out))?;
-            Ok(manifest)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&partial);
-            Err(e)
-        }
     }
 }

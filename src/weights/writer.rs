@@ -1,5 +1,8 @@
 //! Writes format v1: tensors are packed in order into shards of at most 32 MiB; larger
-//! tensors are split into blocks of rows.
+//! tensors are split into blocks of rows. Atomic: everything goes into a hidden sibling folder,
+//! the manifest last, and that folder is renamed to the target only when complete; a writer
+//! dropped before [`ShardWriter::finish`] (an error, a panic) removes it. A killed conversion
+//! leaves the previous model or nothing, never a manifest whose shards are missing.
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +15,10 @@ use super::manifest::{
 use super::WeightsError;
 
 pub struct ShardWriter {
+    /// The target folder; `dir` is where the shards go until `finish`.
+    target: PathBuf,
     dir: PathBuf,
+    finished: bool,
     current: Vec<u8>,
     tensors: Vec<TensorEntry>,
     shards: Vec<ShardEntry>,
@@ -25,9 +31,20 @@ fn io_err(path: &Path, source: std::io::Error) -> WeightsError {
 }
 
 impl ShardWriter {
-    pub fn create(dir: &Path) -> Result<Self, WeightsError> {
-        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-        Ok(Self { dir: dir.to_path_buf(), current: Vec::new(), tensors: Vec::new(), shards: Vec::new(), max_shard: MAX_SHARD_BYTES })
+    pub fn create(target: &Path) -> Result<Self, WeightsError> {
+        let name = target.file_name().map_or("model".into(), |f| f.to_string_lossy().into_owned());
+        let dir = target.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        Ok(Self {
+            target: target.to_path_buf(),
+            dir,
+            finished: false,
+            current: Vec::new(),
+            tensors: Vec::new(),
+            shards: Vec::new(),
+            max_shard: MAX_SHARD_BYTES,
+        })
     }
 
     /// Shards of at most `bytes` (≤ 32 MiB): smaller requests for slow links, and tests of
@@ -126,14 +143,28 @@ impl ShardWriter {
             model_id: model_id.into(),
             architecture: architecture.into(),
             config,
-            tensors: self.tensors,
-            shards: self.shards,
+            tensors: std::mem::take(&mut self.tensors),
+            shards: std::mem::take(&mut self.shards),
             source,
         };
         let path = self.dir.join("manifest.json");
         let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
         std::fs::write(&path, text).map_err(|e| io_err(&path, e))?;
+        // The old model goes only once the new one is complete.
+        if self.target.exists() {
+            std::fs::remove_dir_all(&self.target).map_err(|e| io_err(&self.target, e))?;
+        }
+        std::fs::rename(&self.dir, &self.target).map_err(|e| io_err(&self.target, e))?;
+        self.finished = true;
         Ok(manifest)
+    }
+}
+
+impl Drop for ShardWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
