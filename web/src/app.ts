@@ -4,7 +4,7 @@
 // compare view, Download / Download all (ZIP), the model manager, and the offline PWA.
 import { zipSync } from 'fflate';
 import { Upscaler, capabilities } from './client';
-import { type CachedModel, type CatalogEntry, cacheState, defaultEntry, fallbackCatalog, formatBytes, loadCatalog, outputName } from './catalog';
+import { type CachedModel, type CatalogEntry, cacheState, defaultEntry, effectiveScale, fallbackCatalog, formatBytes, groupedCatalog, loadCatalog, outputName } from './catalog';
 import { COMPARE_CSS, CompareView } from './compare';
 import { Session, isCancel, progressReporter, type Progress } from './session';
 
@@ -58,7 +58,8 @@ function sizeOptions(): { scale?: number; width?: number } {
   const w = Number($<HTMLInputElement>('width').value);
   if (Number.isInteger(w) && w > 0) return { width: w };
   const s = Number($<HTMLSelectElement>('scale').value);
-  return s > 0 && s < entry().scale ? { scale: s } : {};
+  const e = effectiveScale(s, entry().scale);
+  return e ? { scale: e } : {};
 }
 
 function status(text: string, fraction?: number) {
@@ -99,7 +100,16 @@ async function readCatalog() {
   }
   const sel = $<HTMLSelectElement>('model');
   const want = new URLSearchParams(location.search).get('model') ?? localStorage.getItem('onestep-model');
-  sel.replaceChildren(...catalog.map((m) => new Option(m.name, m.id)));
+  // Grouped (photos, anime and drawings, diffusion) when the catalog has more than one kind.
+  const groups = groupedCatalog(catalog);
+  sel.replaceChildren(...(groups.length > 1
+    ? groups.map(({ group, models }) => {
+      const g = document.createElement('optgroup');
+      g.label = group;
+      g.append(...models.map((m) => new Option(m.name, m.id)));
+      return g;
+    })
+    : catalog.map((m) => new Option(m.name, m.id))));
   sel.value = catalog.some((m) => m.id === want) ? want! : defaultEntry(catalog).id;
   modelChanged();
 }
@@ -120,6 +130,8 @@ function renderModelInfo() {
 function modelChanged() {
   const m = entry();
   localStorage.setItem('onestep-model', m.id);
+  // Output scales: the model's own (the default) and the smaller ones; never above it (the
+  // engine refuses those). A smaller one chosen before stays when the new model allows it.
   const scale = $<HTMLSelectElement>('scale');
   const prev = scale.value;
   scale.replaceChildren(new Option(`x${m.scale} (the model's)`, ''),
@@ -361,19 +373,25 @@ async function upscaleAll() {
       const show = (p: Progress) => status(`${prefix}${p.text}`, p.fraction);
       status(`${prefix}Starting…`, 0);
       try {
+        let modelScale = m.scale;
+        let runSize = size;
         const blob = await session.run(m, signal, async (up) => {
           if (up.info?.notices?.length) message(up.info.notices.join(' '));
+          // The loaded model's own scale rules (a catalog may be wrong about it).
+          modelScale = up.info?.scale || m.scale;
+          const s = effectiveScale(size.scale, modelScale);
+          runSize = size.width ? size : s ? { scale: s } : {};
           return up.upscale(it.file, {
             output: 'png',
             ...(m.options ?? {}),
-            ...size,
+            ...runSize,
             ...(pisa ? { lambdaPix: lp, lambdaSem: ls, colorFix } : {}),
             onProgress: progressReporter(show),
             signal,
           } as any) as Promise<Blob>;
         }, { onProgress: show, persist: $<HTMLInputElement>('persist').checked });
-        it.modelScale = m.scale;
-        it.outName = outputName(it.file.name, { scale: size.scale ?? m.scale, width: size.width });
+        it.modelScale = modelScale;
+        it.outName = outputName(it.file.name, { scale: runSize.scale ?? modelScale, width: runSize.width });
         setResult(it, blob);
         it.state = 'done';
         const secs = ((performance.now() - t0) / 1000).toFixed(1);

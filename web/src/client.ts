@@ -80,6 +80,9 @@ export interface ModelInfo {
   fromCache: number; fromNetwork: number; notices: string[];
 }
 
+/** The one-step diffusion models (stage shares for progress); the GANs are 'rrdbnet' and 'srvgg'. */
+export const isDiffusion = (architecture: string) => architecture === 'pisa-sr' || architecture === 'osediff';
+
 export class Upscaler {
   private runs = 0;
   private constructor(public readonly info: ModelInfo) {}
@@ -99,7 +102,7 @@ export class Upscaler {
   upscale(image: Input, opts: UpscaleOptions = {}): Promise<Blob | ImageData> {
     const { onProgress, signal, ...rest } = opts;
     const tracker = new ProgressTracker('run', {
-      diffusion: this.info.architecture !== 'rrdbnet',
+      diffusion: isDiffusion(this.info.architecture),
       compiling: this.info.backend === 'webgpu' && this.runs === 0,
       backend: this.info.backend,
     });

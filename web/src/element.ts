@@ -7,13 +7,15 @@
 //   <onestep-upscaler model="realesrgan-x4plus" name="photo"></onestep-upscaler>
 //   const png = await el.upscale(file, { signal });   // a PNG Blob
 //
-// Attributes (and properties): model (a catalog id or a manifest URL), catalog (models.json;
-// default: the one beside this script), scale, lambda-pix, lambda-sem, color-fix, disabled.
+// Attributes (and properties): model (a catalog id such as realesrgan-x4plus,
+// realesrgan-x4plus-anime or realesr-animevideov3-x2 / -x3 / -x4, or a manifest URL), catalog
+// (models.json; default: the one beside this script), scale (below the model's own scale;
+// a larger one gives the model's), lambda-pix, lambda-sem, color-fix, disabled.
 // Events (bubbling, composed): upscale-start, upscale-progress { stage, done, total, eta,
 // fraction, text }, upscale-complete (detail: the PNG Blob), upscale-error { message },
 // upscale-cancel. Parts: drop-zone, toolbar, progress, compare. Colours: --onestep-accent,
 // --onestep-fg, --onestep-bg, --onestep-border, --onestep-muted, --onestep-focus, --onestep-error.
-import { type CatalogEntry, defaultEntry, fallbackCatalog, loadCatalog, outputName, resolveModel } from './catalog';
+import { type CatalogEntry, defaultEntry, effectiveScale, fallbackCatalog, loadCatalog, outputName, resolveModel } from './catalog';
 import { COMPARE_CSS, CompareView } from './compare';
 import { Session, cancelled, isCancel, progressReporter, type Progress } from './session';
 
@@ -191,12 +193,17 @@ export class OnestepUpscaler extends HTMLElement {
     const t0 = performance.now();
     try {
       const entry = await this.entry();
+      // The scale attribute applies below the model's own scale (x4 on an x2 model gives x2).
+      let scale = effectiveScale(this.scale, entry.scale) ?? entry.scale;
       const blob = await this.session.run(entry, controller.signal, (up) => {
         const run = progressReporter(onProgress);
+        const own = up.info?.scale || entry.scale;
+        const asked = effectiveScale(this.scale, own);
+        scale = asked ?? own;
         return up.upscale(input as any, {
           output: 'png',
           ...(entry.options ?? {}),
-          ...(this.scale ? { scale: this.scale } : {}),
+          ...(asked ? { scale: asked } : {}),
           ...(entry.architecture === 'pisa-sr' || this.lambdaPix !== null || this.lambdaSem !== null
             ? { lambdaPix: this.lambdaPix ?? 1, lambdaSem: this.lambdaSem ?? 1 } : {}),
           ...(this.colorFix ? { colorFix: this.colorFix as 'adain' | 'wavelet' | 'none' } : {}),
@@ -204,7 +211,6 @@ export class OnestepUpscaler extends HTMLElement {
           signal: controller.signal,
         } as any) as Promise<Blob>;
       }, { onProgress });
-      const scale = this.scale ?? entry.scale;
       const file = new File([blob], outputName(name, { scale }), { type: 'image/png' });
       this.result = file;
       this.internals?.setFormValue(file);
@@ -271,7 +277,7 @@ export class OnestepUpscaler extends HTMLElement {
 
   private async entry(): Promise<CatalogEntry> {
     const cat = await this.catalogEntries();
-    return this.model ? resolveModel(this.model, cat) : defaultEntry(cat);
+    return this.model ? resolveModel(this.model, cat, this.catalog || defaultCatalogUrl()) : defaultEntry(cat);
   }
 
   private async showModel() {
