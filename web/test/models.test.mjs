@@ -1,7 +1,7 @@
 // The other Real-ESRGAN models of the catalog in headless Chromium against the native CLI:
 // realesr-animevideov3 x4 and x3 (SRVGGNetCompact) on WebGPU (SwiftShader, forced) and on the
-// CPU fallback, x2 and realesrgan-x4plus-anime (RRDBNet, 6 blocks) on the CPU fallback only
-// (SwiftShader runs RRDBNet at about 0.5 GFLOP/s). Files in, PNG out, every channel within
+// CPU fallback, x2 on the CPU fallback, realesrgan-x4plus-anime (RRDBNet, 6 blocks) on the CPU
+// fallback and, on a 16x16 crop, on WebGPU (SwiftShader runs RRDBNet at about 0.5 GFLOP/s). Files in, PNG out, every channel within
 // 1 level, the size exact (x2 and x3 models give 2x and 3x). Then the page and the element
 // with models of scale 2 and 3: the picker's groups and sizes, output scales never above the
 // model's, and `<onestep-upscaler model="realesr-animevideov3-x3" scale="4">` giving x3.
@@ -24,6 +24,7 @@ const CASES = [
   ['realesr-animevideov3-x3', RGBA, 'auto', [120, 120]],
   ['realesr-animevideov3-x2', ANIME, 'auto', [128, 96]],
   ['realesrgan-x4plus-anime', ANIME, 'auto', [256, 192]],
+  ['realesrgan-x4plus-anime', 'realesrgan/chelsea_16.png', 'webgpu', [64, 64]],
 ];
 const ref = (model, input) => `${model}_${input.split('/').pop()}`;
 let srv, out, ctx;
