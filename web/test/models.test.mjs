@@ -15,6 +15,7 @@ import { download, openPage } from './ui.mjs';
 
 const ANIME = 'realesrgan/anime_64x48.png';
 const RGBA = 'realesrgan/coffee_rgba_40.png';
+const SMALL = 'realesrgan/chelsea_16.png';
 // [model, input, backend, output size]. The RGBA case has straight alpha (bicubic, as the CLI).
 const CASES = [
   ['realesr-animevideov3-x4', ANIME, 'webgpu', [256, 192]],
@@ -24,7 +25,7 @@ const CASES = [
   ['realesr-animevideov3-x3', RGBA, 'auto', [120, 120]],
   ['realesr-animevideov3-x2', ANIME, 'auto', [128, 96]],
   ['realesrgan-x4plus-anime', ANIME, 'auto', [256, 192]],
-  ['realesrgan-x4plus-anime', 'realesrgan/chelsea_16.png', 'webgpu', [64, 64]],
+  ['realesrgan-x4plus-anime', SMALL, 'webgpu', [64, 64]],
 ];
 const ref = (model, input) => `${model}_${input.split('/').pop()}`;
 let srv, out, ctx;
@@ -70,7 +71,8 @@ test('the compact and anime models give the native CLI\'s PNG within 1 level: We
     // auto with only a software adapter: the CPU, and it says why.
     if (backend === 'auto') assert.match(r.info.notices.join(' '), /software|CPU/);
     assert.equal(r.info.architecture, model.startsWith('realesr-animevideov3') ? 'srvgg' : 'rrdbnet');
-    assert.equal(r.info.scale, size[0] / (input === RGBA ? 40 : 64));
+    const width = { [RGBA]: 40, [SMALL]: 16 }[input] ?? 64;
+    assert.equal(r.info.scale, size[0] / width);
     assert.deepEqual(d.size, size, `${model} ${input} ${backend}: size`);
     assert.ok(d.max <= 1, `${model} ${input} ${backend}: max difference ${d.max} levels over RGBA (${d.n} values differ)`);
     if (input === RGBA) assert.deepEqual(d.channels, [4, 4], 'the alpha channel is kept');
