@@ -212,3 +212,14 @@ export function onAbort(signal, f) {
   signal.addEventListener('abort', f, { once: true });
   return () => signal.removeEventListener('abort', f);
 }
+
+/// A Web Lock (shared by every tab and worker of the origin), held until the returned
+/// function is called; without Web Locks a no-op. `signal` aborts the wait.
+export function lockAcquire(name, signal) {
+  if (!globalThis.navigator?.locks) return Promise.resolve(() => {});
+  return new Promise((granted, refused) => {
+    navigator.locks
+      .request(name, signal ? { signal } : {}, () => new Promise((release) => granted(release)))
+      .catch(refused);
+  });
+}

@@ -36,6 +36,8 @@ extern "C" {
     pub async fn gpu_adapter() -> JsValue;
     #[wasm_bindgen(catch, js_name = imagePixels)]
     pub fn image_pixels(img: &JsValue) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch, js_name = lockAcquire)]
+    pub async fn lock_acquire(name: &str, signal: &JsValue) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(js_name = nextTask)]
     pub async fn next_task();
     #[wasm_bindgen(js_name = onAbort)]
@@ -93,5 +95,22 @@ impl AbortLink {
 impl Drop for AbortLink {
     fn drop(&mut self) {
         let _ = self.off.call0(&JsValue::NULL);
+    }
+}
+
+/// A held Web Lock ([`lock_acquire`]), released when dropped (on every return path).
+pub struct HeldLock(js_sys::Function);
+
+impl HeldLock {
+    /// Wait for the lock `name` (every tab and worker of the origin); `signal` aborts the wait.
+    pub async fn acquire(name: &str, signal: &JsValue) -> Result<Self, JsValue> {
+        let release = lock_acquire(name, signal).await?;
+        Ok(Self(release.dyn_into().unwrap_or_else(|_| js_sys::Function::new_no_args(""))))
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        let _ = self.0.call0(&JsValue::NULL);
     }
 }

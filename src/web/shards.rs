@@ -200,6 +200,12 @@ pub async fn load(url: &str, device: &Device, opts: &LoadOptions) -> Result<(Man
     let prefix = format!("{}/", hex_sha256(text.as_bytes()));
     let count = manifest.shards.len();
     let key = |i: usize| format!("{prefix}{i:05}");
+    // One load or eviction of these bytes at a time across the origin's tabs and workers: a
+    // second tab waits, then reads what the first stored (no second download), and an
+    // eviction never removes shards under a load. Shards are still checked when read.
+    let _lock = glue::HeldLock::acquire(&lock_name(&prefix), &opts.signal)
+        .await
+        .map_err(|e| if aborted(&opts.signal) { cancelled() } else { format!("cannot lock the weight cache: {}", glue::error_message(&e)) })?;
 
     // What is cached already (the cache may be unavailable: then memory only).
     let mut cache_ok = true;
@@ -345,7 +351,13 @@ pub async fn cached() -> Result<JsValue, String> {
     Ok(out.into())
 }
 
-/// Delete a cached model's shards and record; true when there was one.
+/// The Web Lock guarding the cached shards under `prefix` (a manifest's hash).
+fn lock_name(prefix: &str) -> String {
+    format!("onestep-sr weights {prefix}")
+}
+
+/// Delete a cached model's shards and record; true when there was one. Waits for a load of the
+/// same model in any tab to finish first.
 pub async fn evict(url: &str) -> Result<bool, String> {
     let url = &absolute(url)?;
     let rec = glue::idb_get(MODELS, url).await.map_err(|e| glue::error_message(&e))?;
@@ -353,6 +365,7 @@ pub async fn evict(url: &str) -> Result<bool, String> {
         return Ok(false);
     }
     let prefix = get(&rec, "key").as_string().unwrap_or_default();
+    let _lock = glue::HeldLock::acquire(&lock_name(&prefix), &JsValue::UNDEFINED).await.map_err(|e| glue::error_message(&e))?;
     // Another manifest URL may share the same bytes (same hash): keep them then.
     let others = glue::idb_values(MODELS).await.map_err(|e| glue::error_message(&e))?;
     let shared = js_sys::Array::from(&others)

@@ -143,3 +143,47 @@ test('cancelling a load with an AbortSignal rejects with "cancelled"', async () 
     assert.equal(r, 'cancelled');
   });
 });
+
+/// A second page of the same origin (another tab), started like `harness`.
+async function secondPage(ctx) {
+  const page = await ctx.newPage();
+  await page.goto(`${srv.url}/test/harness.html`);
+  await page.waitForFunction(() => window.ready === true, null, { timeout: 120_000 });
+  return page;
+}
+
+test('two tabs loading one model at once: one download of each shard, both get the model; an eviction waits for a load', async () => {
+  srv.clear();
+  const ctx = await browser({ webgpu: false });
+  try {
+    const a = await harness(ctx, srv.url);
+    const b = await secondPage(ctx);
+    const [ra, rb] = await Promise.all([load(a), load(b)]);
+    assert.equal(ra.ok, true, ra.message);
+    assert.equal(rb.ok, true, rb.message);
+    // The Web Lock per model: the second tab waited and read the first one's cache.
+    for (const s of shards) assert.equal(srv.requests(s), 1, `${s} downloaded ${srv.requests(s)} times`);
+    assert.deepEqual([ra.info.fromNetwork + rb.info.fromNetwork, ra.info.fromCache + rb.info.fromCache], [shards.length, shards.length]);
+    const entry = rb.cached.find((c) => c.url === url(srv.url));
+    assert.ok(entry && entry.complete, JSON.stringify(rb.cached));
+
+    // Evict from tab B while tab A loads again from scratch: the eviction waits for the load,
+    // which completes from whole, checked shards; afterwards nothing of the model is stored.
+    await b.evaluate((u) => window.pkg.Upscaler.evict(u), url(srv.url));
+    srv.clear();
+    const loading = a.evaluate(async (u) => {
+      const up = await window.pkg.Upscaler.load(u, { backend: 'cpu' });
+      return { info: up.info, at: performance.timeOrigin + performance.now() };
+    }, url(srv.url));
+    while (srv.requests('/m/shard-') === 0) await new Promise((r) => setTimeout(r, 20));
+    const evicting = b.evaluate(async (u) => ({ evicted: await window.pkg.Upscaler.evict(u), at: performance.timeOrigin + performance.now() }), url(srv.url));
+    const [la, eb] = await Promise.all([loading, evicting]);
+    assert.equal(la.info.fromNetwork, shards.length);
+    assert.equal(eb.evicted, true);
+    assert.ok(eb.at >= la.at, `the eviction finished ${(la.at - eb.at).toFixed(0)} ms before the load`);
+    const left = await a.evaluate(() => window.pkg.Upscaler.cached());
+    assert.equal(left.filter((c) => c.url === url(srv.url)).length, 0, JSON.stringify(left));
+  } finally {
+    await ctx.close();
+  }
+});
