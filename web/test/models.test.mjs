@@ -1,8 +1,8 @@
 // The other Real-ESRGAN models of the catalog in headless Chromium against the native CLI:
-// realesr-animevideov3 x4 and x3 (SRVGGNetCompact) on WebGPU (SwiftShader, forced) and on the
-// CPU fallback, x2 on the CPU fallback, realesrgan-x4plus-anime (RRDBNet, 6 blocks) on the CPU
-// fallback and, on a 16x16 crop, on WebGPU (SwiftShader runs RRDBNet at about 0.5 GFLOP/s). Files in, PNG out, every channel within
-// 1 level, the size exact (x2 and x3 models give 2x and 3x). Then the page and the element
+// realesr-animevideov3 x4, x3 and x2 (SRVGGNetCompact) on WebGPU (SwiftShader, forced) and on
+// the CPU fallback, realesrgan-x4plus-anime (RRDBNet, 6 blocks) on the CPU fallback and, on a
+// 16x16 crop, on WebGPU (SwiftShader runs RRDBNet at about 0.5 GFLOP/s). Files in, PNG out,
+// every channel within 1 level, the size exact (x2 and x3 models give 2x and 3x). Then the page and the element
 // with models of scale 2 and 3: the picker's groups and sizes, output scales never above the
 // model's, and `<onestep-upscaler model="realesr-animevideov3-x3" scale="4">` giving x3.
 // One browser for the whole file: with only SwiftShader, `backend: 'auto'` is the CPU fallback.
@@ -20,6 +20,7 @@ const SMALL = 'realesrgan/chelsea_16.png';
 const CASES = [
   ['realesr-animevideov3-x4', ANIME, 'webgpu', [256, 192]],
   ['realesr-animevideov3-x3', ANIME, 'webgpu', [192, 144]],
+  ['realesr-animevideov3-x2', RGBA, 'webgpu', [80, 80]],
   ['realesr-animevideov3-x4', ANIME, 'auto', [256, 192]],
   ['realesr-animevideov3-x3', ANIME, 'auto', [192, 144]],
   ['realesr-animevideov3-x3', RGBA, 'auto', [120, 120]],
