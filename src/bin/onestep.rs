@@ -257,9 +257,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line, whatever the underlying library put in its message.
-            let msg = e.to_string();
-            let lines: Vec<&str> = msg.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-            eprintln!("error: {}", lines.join(": "));
+            eprintln!("error: {}", one_line(&e.to_string()));
             ExitCode::FAILURE
         }
     }
@@ -715,8 +713,12 @@ fn run_image(runner: &Runner, img: &image_io::Decoded, outputs: &[PathBuf], s: &
 fn upscale_single(input: &Path, output: &Path, model: &Path, device: DeviceArg, dtype: DTypeArg, s: &UpscaleSettings) -> Result<()> {
     let img = upscaler::read_image(input)?;
     let (in_w, in_h) = img.rgb.dimensions();
-    // Checked against the x4 models before any weights are loaded, again after.
-    image_io::output_size(in_w, in_h, 4, s.scale, s.width)?;
+    // Checked against the model's scale (its manifest) before any weights are loaded.
+    let model_scale = weights::loader::read_manifest(&model_path(model))
+        .ok()
+        .and_then(|m| m.config.get("scale").and_then(|v| v.as_u64()))
+        .unwrap_or(4) as u32;
+    image_io::output_size(in_w, in_h, model_scale, s.scale, s.width)?;
     let device = open_upscale_device(device, dtype)?;
     let runner = make_runner(load_any(model, &device)?, s)?;
     let outputs = s.outputs(output);

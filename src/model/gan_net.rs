@@ -32,14 +32,6 @@ impl GanNet {
         }
     }
 
-    /// `x`: `[n, 3, h, w]` in 0..1 → `[n, 3, scale h, scale w]` (not clamped).
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        match self {
-            GanNet::Rrdb(m) => m.forward(x),
-            GanNet::Compact(m) => m.forward(x),
-        }
-    }
-
     /// Steps between [`Self::begin`] and [`Self::end`]: RRDBNet's body blocks and its first
     /// upsampling; the compact network's convolutions after the first.
     pub fn steps(&self) -> usize {

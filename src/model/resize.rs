@@ -72,7 +72,7 @@ mod tests {
         assert_eq!(taps[0].0, [0, 0, 1, 2], "clamped at the left edge");
         let device = crate::device::cpu();
         let x = Tensor::<4>::full([1, 2, 6, 9], 0.25, &device);
-        let y: Vec<f32> = resize_bicubic(x, 4, 6).into_data().to_vec().unwrap();
+        let y: Vec<f32> = resize_bicubic(x, 4, 6).into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(y.len(), 2 * 4 * 6);
         assert!(y.iter().all(|v| (v - 0.25).abs() < 1e-6));
     }

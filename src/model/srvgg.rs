@@ -28,11 +28,6 @@ pub struct SrVggNetConfig {
 }
 
 impl SrVggNetConfig {
-    /// realesr-animevideov3 at output factor `scale` (2, 3 or 4; one set of x4 weights).
-    pub fn animevideov3(scale: usize) -> Self {
-        Self { num_in_ch: 3, num_out_ch: 3, num_feat: 64, num_conv: 16, upscale: 4, scale }
-    }
-
     /// Every tensor of the model, in forward order: `(name, shape)`.
     pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
         let f = self.num_feat;
@@ -124,7 +119,7 @@ mod tests {
         // [1, 4, 1, 2]: channel k holds 10k + column.
         let v: Vec<f32> = (0..4).flat_map(|k| (0..2).map(move |x| (10 * k + x) as f32)).collect();
         let x = Tensor::<4>::from_data(TensorData::new(v, [1, 4, 1, 2]), &device);
-        let y: Vec<f32> = pixel_shuffle(x, 2).into_data().to_vec().unwrap();
+        let y: Vec<f32> = pixel_shuffle(x, 2).into_data().try_to_vec::<f32>().unwrap();
         // Row 0: channels 0,1 interleaved per input column; row 1: channels 2,3.
         assert_eq!(y, vec![0., 10., 1., 11., 20., 30., 21., 31.]);
     }

@@ -174,13 +174,6 @@ impl Architecture {
         .expect("configs serialise")
     }
 
-    pub fn scale(&self) -> usize {
-        match self {
-            Architecture::Rrdb(c) => c.scale,
-            Architecture::Compact(c) => c.scale,
-        }
-    }
-
     /// The layers with parameters or weights that this architecture's graph has, in order.
     fn layers(&self) -> Vec<Expect> {
         let conv = |name: &str, c_in, c_out, leaky| Expect::Conv { name: name.to_string(), c_in, c_out, leaky };

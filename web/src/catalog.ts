@@ -2,6 +2,8 @@
 // assets/catalog.json; a deployment may edit it or serve its own): what the page and
 // the element offer, with sizes and licences, before anything is downloaded.
 
+import { isDiffusion } from './client';
+
 export interface CatalogEntry {
   /** Short name used by `<onestep-upscaler model="…">` and the page's picker. */
   id: string;
@@ -82,14 +84,13 @@ export function defaultEntry(catalog: CatalogEntry[]): CatalogEntry {
 
 /** A catalog id or a manifest URL → an entry. One not in the catalog gets a plain one: a
  *  bare id (`realesr-animevideov3-x2`) means `models/<id>/manifest.json` beside the catalog
- *  (`base`), anything else is a manifest URL. Its scale is a guess until the model loads
- *  (`effectiveScale` uses the loaded model's). */
+ *  (`base`), anything else is a manifest URL. Its scale is unknown until the model loads: a
+ *  run uses the loaded model's (`up.info.scale`). */
 export function resolveModel(model: string, catalog: CatalogEntry[], base = location.href): CatalogEntry {
   const byId = catalog.find((m) => m.id === model);
   if (byId) return byId;
   if (/^[A-Za-z0-9][\w.-]*$/.test(model) && !/\.json$/i.test(model)) {
-    const scale = Number(model.match(/-x([234])(?:\b|$)/)?.[1] ?? 4);
-    return { id: model, name: model, description: '', architecture: 'unknown', scale, bytes: 0, licence: '', manifest: new URL(`models/${model}/manifest.json`, new URL(base, location.href)).href };
+    return { id: model, name: model, description: '', architecture: 'unknown', scale: 4, bytes: 0, licence: '', manifest: new URL(`models/${model}/manifest.json`, new URL(base, location.href)).href };
   }
   const url = new URL(model, location.href).href;
   const byUrl = catalog.find((m) => m.manifest === url);
@@ -104,13 +105,11 @@ export function effectiveScale(asked: number | null | undefined, modelScale: num
   return asked && asked > 0 && asked < modelScale ? asked : null;
 }
 
-const DIFFUSION = new Set(['pisa-sr', 'osediff']);
-
 /** The picker's group for an entry: its own `group`, else diffusion models, anime and
  *  drawings models (by name), and photos. */
 export function modelGroup(m: CatalogEntry): string {
   if (m.group) return m.group;
-  if (DIFFUSION.has(m.architecture)) return 'Diffusion: most detail, slow';
+  if (isDiffusion(m.architecture)) return 'Diffusion: most detail, slow';
   if (/anime|drawing|illustration/i.test(`${m.id} ${m.name} ${m.description}`)) return 'Anime and drawings';
   return 'Photos';
 }

@@ -193,8 +193,8 @@ export class OnestepUpscaler extends HTMLElement {
     const t0 = performance.now();
     try {
       const entry = await this.entry();
-      // The scale attribute applies below the model's own scale (x4 on an x2 model gives x2).
-      let scale = effectiveScale(this.scale, entry.scale) ?? entry.scale;
+      // The scale attribute applies below the loaded model's own scale (x4 on an x2 model gives x2).
+      let scale = entry.scale;
       const blob = await this.session.run(entry, controller.signal, (up) => {
         const run = progressReporter(onProgress);
         const own = up.info?.scale || entry.scale;
