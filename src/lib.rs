@@ -6,6 +6,9 @@
 pub mod batch;
 pub mod catalog;
 pub mod device;
+#[cfg(not(target_arch = "wasm32"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod image_io;
 pub mod model;
 pub mod pil_resize;

@@ -47,9 +47,14 @@ fn read(path: &Path) -> Result<String, WeightsError> {
 impl ClipTokenizer {
     pub fn from_dir(dir: &Path) -> Result<Self, WeightsError> {
         let vocab_path = dir.join("vocab.json");
-        let vocab: HashMap<String, u32> = serde_json::from_str(&read(&vocab_path)?)
-            .map_err(|e| WeightsError::Convert(format!("{}: {e}", vocab_path.display())))?;
-        let merges = read(&dir.join("merges.txt"))?;
+        let special = std::fs::read_to_string(dir.join("special_tokens_map.json")).ok();
+        Self::from_parts(&read(&vocab_path)?, &read(&dir.join("merges.txt"))?, special.as_deref(), &vocab_path.display().to_string())
+    }
+
+    /// From the texts of `vocab.json`, `merges.txt` and (optionally) `special_tokens_map.json`;
+    /// `vocab_name` names vocab.json in errors.
+    pub fn from_parts(vocab: &str, merges: &str, special_tokens_map: Option<&str>, vocab_name: &str) -> Result<Self, WeightsError> {
+        let vocab: HashMap<String, u32> = serde_json::from_str(vocab).map_err(|e| WeightsError::Convert(format!("{vocab_name}: {e}")))?;
         let ranks = merges
             .lines()
             .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())
@@ -57,19 +62,21 @@ impl ClipTokenizer {
             .enumerate()
             .map(|(i, p)| (p, i))
             .collect();
-        let pad_name = std::fs::read_to_string(dir.join("special_tokens_map.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        let pad_name = special_tokens_map
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
             .and_then(|v| match &v["pad_token"] {
                 serde_json::Value::String(s) => Some(s.clone()),
                 other => other["content"].as_str().map(str::to_string),
             })
             .unwrap_or_else(|| "<|endoftext|>".into());
-        let id = |name: &str| {
-            vocab.get(name).copied().ok_or_else(|| WeightsError::Convert(format!("{}: no token {name:?}", vocab_path.display())))
-        };
+        let id = |name: &str| vocab.get(name).copied().ok_or_else(|| WeightsError::Convert(format!("{vocab_name}: no token {name:?}")));
         let (bos, eos, pad) = (id("<|startoftext|>")?, id("<|endoftext|>")?, id(&pad_name)?);
         Ok(Self { vocab, ranks, byte_to_char: bytes_to_unicode(), bos, eos, pad })
+    }
+
+    /// The character byte-level BPE writes for byte `b`.
+    pub fn byte_char(b: u8) -> char {
+        bytes_to_unicode()[b as usize]
     }
 
     /// CLIP's pre-tokenizer pattern, on lower-cased text.

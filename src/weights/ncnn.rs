@@ -114,8 +114,8 @@ struct BinReader<'a> {
 
 impl BinReader<'_> {
     fn take(&mut self, n: usize, what: &str) -> Result<&[u8], WeightsError> {
-        let end = self.pos + n;
-        let slice = self.data.get(self.pos..end).ok_or_else(|| {
+        let end = self.pos.checked_add(n);
+        let slice = end.and_then(|end| self.data.get(self.pos..end)).ok_or_else(|| {
             WeightsError::Convert(format!(
                 "{} is truncated: {what} needs {n} bytes at offset {}, file has {}",
                 self.file,
@@ -123,7 +123,7 @@ impl BinReader<'_> {
                 self.data.len()
             ))
         })?;
-        self.pos = end;
+        self.pos += n;
         Ok(slice)
     }
 
@@ -132,11 +132,11 @@ impl BinReader<'_> {
         let tag = u32::from_le_bytes(self.take(4, what)?.try_into().unwrap());
         match tag {
             TAG_F16 => {
-                let bytes = self.take(n * 2, what)?.to_vec();
-                self.take((n * 2).next_multiple_of(4) - n * 2, what)?;
+                let bytes = self.take(n.saturating_mul(2), what)?.to_vec();
+                self.take(bytes.len().next_multiple_of(4) - bytes.len(), what)?;
                 Ok((DType::F16, bytes))
             }
-            TAG_F32 => Ok((DType::F32, self.take(n * 4, what)?.to_vec())),
+            TAG_F32 => Ok((DType::F32, self.take(n.saturating_mul(4), what)?.to_vec())),
             other => Err(WeightsError::Convert(format!(
                 "{}: {what} uses ncnn storage tag {other:#010x}, which is not supported (only fp16 and fp32)",
                 self.file
@@ -146,7 +146,7 @@ impl BinReader<'_> {
 
     /// Bias and PReLU slope data: raw fp32, no tag.
     fn raw_f32(&mut self, n: usize, what: &str) -> Result<Vec<u8>, WeightsError> {
-        Ok(self.take(n * 4, what)?.to_vec())
+        Ok(self.take(n.saturating_mul(4), what)?.to_vec())
     }
 }
 
@@ -395,15 +395,16 @@ fn check_graph<'a>(layers: &'a [NcnnLayer], arch: &Architecture) -> Result<Vec<(
     Ok(pairs)
 }
 
-/// Convert `param` + `bin` into format v1 in `out` (the architecture recognised from the
-/// graph). `model_id` defaults to the .param file's stem.
-pub fn convert(param: &Path, bin: &Path, out: &Path, model_id: Option<&str>) -> Result<Manifest, WeightsError> {
-    fn io(p: &Path) -> impl Fn(std::io::Error) -> WeightsError + '_ {
-        move |source| WeightsError::Io { path: p.display().to_string(), source }
-    }
-    let text = std::fs::read_to_string(param).map_err(io(param))?;
-    let data = std::fs::read(bin).map_err(io(bin))?;
-    let layers = parse_param(&text)?;
+/// Read a whole ncnn model: parse `text` (a .param), recognise its architecture, check every
+/// layer, and hand each weight of `data` (its .bin) to `add` under its PyTorch name, in order.
+/// `bin_name` names the .bin in errors.
+pub fn read_model(
+    text: &str,
+    data: &[u8],
+    bin_name: &str,
+    add: &mut dyn FnMut(&str, DType, &[usize], &[u8]) -> Result<(), WeightsError>,
+) -> Result<Architecture, WeightsError> {
+    let layers = parse_param(text)?;
     let arch = recognise(&layers)?;
     let checked = check_graph(&layers, &arch)?;
     let names: Vec<(String, Vec<usize>)> = match &arch {
@@ -412,44 +413,53 @@ pub fn convert(param: &Path, bin: &Path, out: &Path, model_id: Option<&str>) -> 
     };
     let mut names = names.into_iter();
     let mut next = |what: &str| names.next().ok_or_else(|| WeightsError::Convert(format!("no tensor name left for {what}")));
-    {
-        let mut reader = BinReader { data: &data, pos: 0, file: bin.display().to_string() };
-        // Atomic: nothing appears at `out` unless the whole model converts.
-        let mut writer = ShardWriter::create(out)?;
-        for (layer, want) in &checked {
-            match want {
-                Expect::Conv { c_out, .. } => {
-                    let (w_name, w_shape) = next(&layer.name)?;
-                    let (b_name, b_shape) = next(&layer.name)?;
-                    let (dtype, bytes) = reader.weights(w_shape.iter().product(), &format!("{} ({w_name})", layer.name))?;
-                    writer.add(&w_name, dtype, &w_shape, &bytes)?;
-                    // ncnn keeps biases in fp32; so do we (they are tiny).
-                    writer.add(&b_name, DType::F32, &b_shape, &reader.raw_f32(*c_out, &format!("{} ({b_name})", layer.name))?)?;
-                }
-                Expect::PRelu { n, .. } => {
-                    let (name, shape) = next(&layer.name)?;
-                    writer.add(&name, DType::F32, &shape, &reader.raw_f32(*n, &format!("{} ({name})", layer.name))?)?;
-                }
-                Expect::PixelShuffle(_) | Expect::Interp { .. } => {}
+    let mut reader = BinReader { data, pos: 0, file: bin_name.to_string() };
+    for (layer, want) in &checked {
+        match want {
+            Expect::Conv { c_out, .. } => {
+                let (w_name, w_shape) = next(&layer.name)?;
+                let (b_name, b_shape) = next(&layer.name)?;
+                let (dtype, bytes) = reader.weights(w_shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).unwrap_or(usize::MAX), &format!("{} ({w_name})", layer.name))?;
+                add(&w_name, dtype, &w_shape, &bytes)?;
+                // ncnn keeps biases in fp32; so do we (they are tiny).
+                add(&b_name, DType::F32, &b_shape, &reader.raw_f32(*c_out, &format!("{} ({b_name})", layer.name))?)?;
             }
+            Expect::PRelu { n, .. } => {
+                let (name, shape) = next(&layer.name)?;
+                add(&name, DType::F32, &shape, &reader.raw_f32(*n, &format!("{} ({name})", layer.name))?)?;
+            }
+            Expect::PixelShuffle(_) | Expect::Interp { .. } => {}
         }
-        if reader.pos != data.len() {
-            return Err(WeightsError::Convert(format!(
-                "{}: {} bytes left over after the last layer; the .bin does not belong to this .param",
-                bin.display(),
-                data.len() - reader.pos
-            )));
-        }
-        let stem = param.file_stem().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
-        writer.finish(
-            model_id.unwrap_or(&stem),
-            arch.name(),
-            arch.config(),
-            serde_json::json!({
-                "converter": "onestep convert ncnn",
-                "param": param.file_name().map(|f| f.to_string_lossy().into_owned()),
-                "bin": bin.file_name().map(|f| f.to_string_lossy().into_owned()),
-            }),
-        )
     }
+    if reader.pos != data.len() {
+        return Err(WeightsError::Convert(format!(
+            "{bin_name}: {} bytes left over after the last layer; the .bin does not belong to this .param",
+            data.len() - reader.pos
+        )));
+    }
+    Ok(arch)
+}
+
+/// Convert `param` + `bin` into format v1 in `out` (the architecture recognised from the
+/// graph). `model_id` defaults to the .param file's stem.
+pub fn convert(param: &Path, bin: &Path, out: &Path, model_id: Option<&str>) -> Result<Manifest, WeightsError> {
+    fn io(p: &Path) -> impl Fn(std::io::Error) -> WeightsError + '_ {
+        move |source| WeightsError::Io { path: p.display().to_string(), source }
+    }
+    let text = std::fs::read_to_string(param).map_err(io(param))?;
+    let data = std::fs::read(bin).map_err(io(bin))?;
+    // Atomic: nothing appears at `out` unless the whole model converts.
+    let mut writer = ShardWriter::create(out)?;
+    let arch = read_model(&text, &data, &bin.display().to_string(), &mut |name, dtype, shape, bytes| writer.add(name, dtype, shape, bytes))?;
+    let stem = param.file_stem().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    writer.finish(
+        model_id.unwrap_or(&stem),
+        arch.name(),
+        arch.config(),
+        serde_json::json!({
+            "converter": "onestep convert ncnn",
+            "param": param.file_name().map(|f| f.to_string_lossy().into_owned()),
+            "bin": bin.file_name().map(|f| f.to_string_lossy().into_owned()),
+        }),
+    )
 }

@@ -3,10 +3,19 @@
 //! PiSA-SR `.pkl` files, with no Python objects executed. Tensor bytes are the raw
 //! little-endian `data/<key>` entries of the zip, which torch writes uncompressed.
 //!
+//! Like `torch.load(weights_only=True)`, only an allowlist of globals is ever called
+//! ([`ALLOWED_GLOBALS`]: the tensor and parameter rebuilders and `OrderedDict`); any other
+//! `REDUCE` / `NEWOBJ` is an error, so no object outside it is built. Hostile files are bounded
+//! too: the unpickled structure may not expand past [`MAX_STRUCTURE_BYTES`] (memoised values
+//! shared many times would otherwise grow exponentially), and a tensor may not read past its
+//! storage nor hold more elements than its storage.
+//!
 //! (burn's standalone `pytorch-reader` crate does this too, but its zip dependency changes
 //! shared dependency features and forces a full rebuild of burn; this file is ~300 lines.)
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 
 use half::{bf16, f16};
 
@@ -41,13 +50,40 @@ pub enum PickleValue {
     List(Vec<PickleValue>),
     Tuple(Vec<PickleValue>),
     Dict(Vec<(PickleValue, PickleValue)>),
-    /// `module.name` of a global (class or function).
+    /// `module.name` of a global (class or function), as a name only.
     Global(String),
     /// A storage reference from `BINPERSID`: `(type, key)`.
     Storage(String, String),
     Tensor(TensorRef),
-    /// Any other reconstructed object: the callable and its arguments.
-    Object(String, Box<PickleValue>),
+}
+
+/// The only callables a checkpoint may invoke (`REDUCE` / `NEWOBJ`).
+pub const ALLOWED_GLOBALS: [&str; 4] = [
+    "collections.OrderedDict",
+    "torch._utils._rebuild_tensor",
+    "torch._utils._rebuild_tensor_v2",
+    "torch._utils._rebuild_parameter",
+];
+
+/// The unpickled structure's size limit (about 40 bytes per value plus strings' bytes); the
+/// tensors' data stays in the zip and does not count. Real checkpoints use a few MiB.
+pub const MAX_STRUCTURE_BYTES: u64 = 256 << 20;
+
+/// `{:?}` of a value, cut at 200 characters (a hostile value may be huge).
+fn brief(v: &dyn std::fmt::Debug) -> String {
+    struct Cut(String);
+    impl std::fmt::Write for Cut {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let room = 200usize.saturating_sub(self.0.len());
+            self.0.extend(s.chars().take(room));
+            if self.0.len() >= 200 { Err(std::fmt::Error) } else { Ok(()) }
+        }
+    }
+    let mut out = Cut(String::new());
+    if std::fmt::write(&mut out, format_args!("{v:?}")).is_err() {
+        out.0.push('…');
+    }
+    out.0
 }
 
 fn err(msg: impl Into<String>) -> WeightsError {
@@ -99,7 +135,7 @@ impl TorchCheckpoint {
     pub fn int(&self, key: &str) -> Result<i64, WeightsError> {
         match self.require(key)? {
             PickleValue::Int(i) => Ok(*i),
-            other => Err(err(format!("{key} is not an int: {other:?}"))),
+            other => Err(err(format!("{key} is not an int: {}", brief(other)))),
         }
     }
 
@@ -109,10 +145,10 @@ impl TorchCheckpoint {
                 .iter()
                 .map(|v| match v {
                     PickleValue::Str(s) => Ok(s.clone()),
-                    other => Err(err(format!("{key} holds a non-string {other:?}"))),
+                    other => Err(err(format!("{key} holds a non-string {}", brief(other)))),
                 })
                 .collect(),
-            other => Err(err(format!("{key} is not a list: {other:?}"))),
+            other => Err(err(format!("{key} is not a list: {}", brief(other)))),
         }
     }
 
@@ -125,7 +161,7 @@ impl TorchCheckpoint {
             .iter()
             .map(|(k, v)| match (k, v) {
                 (PickleValue::Str(name), PickleValue::Tensor(t)) => Ok((name.clone(), self.tensor(t)?)),
-                _ => Err(err(format!("{key}: entry {k:?} is not a named tensor"))),
+                _ => Err(err(format!("{key}: entry {} is not a named tensor", brief(k)))),
             })
             .collect()
     }
@@ -141,7 +177,20 @@ impl TorchCheckpoint {
             "DoubleStorage" => (8, |b| f64::from_le_bytes(b[..8].try_into().expect("8 bytes")) as f32),
             other => return Err(err(format!("storage type {other} is not a float type"))),
         };
-        let numel: usize = t.shape.iter().product();
+        // Checked before allocating: the last element read must lie inside the storage, and
+        // there may not be more elements than the storage holds (a broadcast view would need
+        // a huge buffer from a tiny file).
+        let too_big = || err(format!("tensor in storage {} has shape {:?} / strides {:?}: larger than its storage", t.storage, t.shape, t.stride));
+        if t.shape.len() != t.stride.len() {
+            return Err(err(format!("tensor in storage {} has {} sizes and {} strides", t.storage, t.shape.len(), t.stride.len())));
+        }
+        let numel = t.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(too_big)?;
+        if numel > 0 {
+            let last = t.shape.iter().zip(&t.stride).try_fold(t.offset, |a, (&d, &s)| a.checked_add((d - 1).checked_mul(s)?)).ok_or_else(too_big)?;
+            if last.checked_add(1).and_then(|n| n.checked_mul(size)).is_none_or(|end| end > len) || numel.saturating_mul(size) > len {
+                return Err(too_big());
+            }
+        }
         let mut values = Vec::with_capacity(numel);
         let mut index = vec![0usize; t.shape.len()];
         for _ in 0..numel {
@@ -190,11 +239,11 @@ fn zip_entries(b: &[u8]) -> Result<HashMap<String, (usize, usize)>, WeightsError
         if method != 0 {
             return Err(err(format!("zip entry {name} is compressed; torch.save writes stored entries")));
         }
-        if b.get(local..local + 30).is_none_or(|h| h[..4] != [0x50, 0x4b, 0x03, 0x04]) {
+        if b.get(local..local.saturating_add(30)).is_none_or(|h| h[..4] != [0x50, 0x4b, 0x03, 0x04]) {
             return Err(bad());
         }
         let data = local + 30 + u16_at(b, local + 26) + u16_at(b, local + 28);
-        if data + size > b.len() {
+        if data.checked_add(size).is_none_or(|end| end > b.len()) {
             return Err(err(format!("zip entry {name} is truncated")));
         }
         out.insert(name, (data, size));
@@ -211,7 +260,8 @@ enum Val {
     Leaf(PickleValue),
     List(usize),
     Dict(usize),
-    Tuple(Vec<Val>),
+    /// Shared, so that copying a memoised tuple costs nothing.
+    Tuple(Rc<Vec<Val>>),
 }
 
 struct Unpickler<'a> {
@@ -222,15 +272,17 @@ struct Unpickler<'a> {
     memo: HashMap<usize, Val>,
     lists: Vec<Vec<Val>>,
     dicts: Vec<Vec<(Val, Val)>>,
+    /// Bytes of structure resolved so far (see [`MAX_STRUCTURE_BYTES`]).
+    spent: Cell<u64>,
 }
 
 impl<'a> Unpickler<'a> {
     fn new(b: &'a [u8]) -> Self {
-        Self { b, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), lists: Vec::new(), dicts: Vec::new() }
+        Self { b, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), lists: Vec::new(), dicts: Vec::new(), spent: Cell::new(0) }
     }
 
     fn bytes(&mut self, n: usize) -> Result<&'a [u8], WeightsError> {
-        let s = self.b.get(self.pos..self.pos + n).ok_or_else(|| err("pickle ends early"))?;
+        let s = self.pos.checked_add(n).and_then(|end| self.b.get(self.pos..end)).ok_or_else(|| err("pickle ends early"))?;
         self.pos += n;
         Ok(s)
     }
@@ -301,6 +353,17 @@ impl<'a> Unpickler<'a> {
         if depth > 100 {
             return Err(err("pickle nests too deep (or refers to itself)"));
         }
+        let cost = 40 + match v {
+            Val::Leaf(PickleValue::Str(s) | PickleValue::Global(s)) => s.len() as u64,
+            Val::Leaf(PickleValue::Bytes(b)) => b.len() as u64,
+            Val::Leaf(PickleValue::Storage(a, b)) => (a.len() + b.len()) as u64,
+            Val::Leaf(PickleValue::Tensor(t)) => (t.storage.len() + t.storage_type.len() + 16 * t.shape.len()) as u64,
+            _ => 0,
+        };
+        self.spent.set(self.spent.get() + cost);
+        if self.spent.get() > MAX_STRUCTURE_BYTES {
+            return Err(err("the pickle expands to more than 256 MiB of objects (shared values repeated): not a checkpoint"));
+        }
         Ok(match v {
             Val::Leaf(p) => p.clone(),
             Val::List(i) => PickleValue::List(self.lists[*i].iter().map(|x| self.resolve(x, depth + 1)).collect::<Result<_, _>>()?),
@@ -338,7 +401,7 @@ impl<'a> Unpickler<'a> {
                     let l = self.new_list();
                     self.stack.push(l)
                 }
-                b')' => self.stack.push(Val::Tuple(vec![])),
+                b')' => self.stack.push(Val::Tuple(Rc::new(vec![]))),
                 b'N' => self.push(V::None),
                 0x88 => self.push(V::Bool(true)),
                 0x89 => self.push(V::Bool(false)),
@@ -404,13 +467,13 @@ impl<'a> Unpickler<'a> {
                 }
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Val::Tuple(items))
+                    self.stack.push(Val::Tuple(Rc::new(items)))
                 }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
                     let at = self.stack.len().checked_sub(n).ok_or_else(|| err("pickle stack underflow"))?;
                     let items = self.stack.split_off(at);
-                    self.stack.push(Val::Tuple(items))
+                    self.stack.push(Val::Tuple(Rc::new(items)))
                 }
                 b'a' => {
                     let v = self.pop()?;
@@ -458,7 +521,7 @@ impl<'a> Unpickler<'a> {
                             let ty = ty.rsplit('.').next().unwrap_or(ty).to_string();
                             self.push(V::Storage(ty, key.clone()))
                         }
-                        other => return Err(err(format!("unknown persistent id {other:?}"))),
+                        other => return Err(err(format!("unknown persistent id {}", brief(&other)))),
                     }
                 }
                 b'R' | 0x81 => {
@@ -495,14 +558,15 @@ impl<'a> Unpickler<'a> {
                     shape: usizes(size)?,
                     stride: usizes(stride)?,
                 }),
-                _ => return Err(err(format!("{name} with unexpected arguments {args:?}"))),
+                _ => return Err(err(format!("{name} with unexpected arguments {}", brief(&args)))),
             },
             "torch._utils._rebuild_parameter" => match items.first() {
                 Some(t @ PickleValue::Tensor(_)) => t.clone(),
                 _ => return Err(err("_rebuild_parameter without a tensor")),
             },
             "collections.OrderedDict" => return Ok(self.new_dict()),
-            _ => PickleValue::Object(name, Box::new(args)),
+            // Anything else is refused, never built (keep in step with ALLOWED_GLOBALS).
+            _ => return Err(err(format!("refuses to call {name}: a checkpoint may only rebuild tensors and dicts ({})", ALLOWED_GLOBALS.join(", ")))),
         };
         Ok(Val::Leaf(leaf))
     }
@@ -514,9 +578,9 @@ fn usizes(v: &PickleValue) -> Result<Vec<usize>, WeightsError> {
             .iter()
             .map(|x| match x {
                 PickleValue::Int(i) if *i >= 0 => Ok(*i as usize),
-                other => Err(err(format!("expected a size, got {other:?}"))),
+                other => Err(err(format!("expected a size, got {}", brief(other)))),
             })
             .collect(),
-        other => Err(err(format!("expected a tuple of sizes, got {other:?}"))),
+        other => Err(err(format!("expected a tuple of sizes, got {}", brief(other)))),
     }
 }
