@@ -24,8 +24,8 @@ use crate::pipeline::{Cancel, Progress, RunError};
 use crate::tiling::memory::{DeviceLimits, Precision, plan_sd};
 use crate::upscaler::Upscaler as Model;
 
-/// The largest input the browser build accepts: its x4 result (RGB plus the RGBA copy
-/// handed to the page) must fit wasm32's memory and one ArrayBuffer.
+/// The largest input the browser build accepts (docs/browser.md, "The largest input"): at x4
+/// its result and the copies made to deliver it fit a tab's memory with room to spare.
 pub const MAX_BROWSER_INPUT_PIXELS: u64 = 4_000_000;
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -79,6 +79,15 @@ export interface UpscaleOptions {
 export interface AdjustOptions { output?: "png" | "imagedata"; onProgress?: (p: RunProgress) => void; signal?: AbortSignal }
 export interface Region { x: number; y: number; width: number; height: number }
 export interface ModelInfo { modelId: string; architecture: string; scale: number; backend: "webgpu" | "cpu"; precision: "f16" | "f32"; fromCache: number; fromNetwork: number; notices: string[] }
+export interface ImageInfo { width: number; height: number; format: "png" | "jpeg" | "webp" | "pixels" }
+export interface MemoryStats {
+  /** Live bytes in the wasm heap (allocated and not yet freed). */
+  heapBytes: number;
+  /** The wasm Memory's size: it never shrinks, so it is the peak so far. */
+  wasmBytes: number;
+  /** burn's allocator on this thread's WebGPU device, once there is one. */
+  gpu?: { allocations: number; bytesInUse: number; bytesReserved: number };
+}
 export interface CachedModel { url: string; modelId: string; architecture: string; bytes: number; totalBytes: number; shards: number; totalShards: number; complete: boolean }
 export interface Capabilities {
   webgpu: boolean; backend: "webgpu" | "cpu"; shaderF16: boolean; notice?: string;
@@ -112,15 +121,86 @@ fn planner_limits(adapter: &JsValue) -> DeviceLimits {
     }
 }
 
+/// "the GPU device was lost (destroyed): Device was destroyed" once this thread's device
+/// was lost (its `lost` promise resolved; burn's own report names no reason).
+fn device_lost() -> Option<String> {
+    let info = glue::device_lost_info();
+    if info.is_null() || info.is_undefined() {
+        return None;
+    }
+    let reason = get(&info, "reason").as_string().unwrap_or_default();
+    let message = get(&info, "message").as_string().unwrap_or_default();
+    let message = message.trim().trim_end_matches('.');
+    Some(if message.is_empty() { format!("the GPU device was lost ({reason})") } else { format!("the GPU device was lost ({reason}): {message}") })
+}
+
+/// burn's runtime starts one device per thread: after a loss only a new page or worker
+/// has a GPU again (the worker client starts a new worker by itself).
+const LOST_ADVICE: &str = "reload the page to start a new one";
+
+thread_local! {
+    /// WebGPU calls waiting for a loss of the device (a [`Loss`] each), woken by the one
+    /// listener on its `lost` promise; one listener per call would pile up on that promise.
+    static LOSS_WAITERS: RefCell<(u64, std::collections::HashMap<u64, std::task::Waker>)> = RefCell::new((0, Default::default()));
+}
+
+/// Listens for the loss of this thread's device, once (when it starts).
+fn wake_on_device_loss() {
+    let wake = Closure::<dyn FnMut(JsValue)>::new(|_| {
+        let waiting: Vec<_> = LOSS_WAITERS.with(|w| w.borrow_mut().1.drain().map(|(_, k)| k).collect());
+        waiting.into_iter().for_each(std::task::Waker::wake);
+    });
+    let _ = glue::device_lost().then(&wake);
+    wake.forget();
+}
+
+/// Ready once this thread's WebGPU device is lost.
+struct Loss(u64);
+
+impl Loss {
+    fn new() -> Self {
+        Self(LOSS_WAITERS.with(|w| {
+            let mut w = w.borrow_mut();
+            w.0 += 1;
+            w.0
+        }))
+    }
+}
+
+impl std::future::Future for Loss {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if device_lost().is_some() {
+            return std::task::Poll::Ready(());
+        }
+        LOSS_WAITERS.with(|w| w.borrow_mut().1.insert(self.0, cx.waker().clone()));
+        std::task::Poll::Pending
+    }
+}
+
+impl Drop for Loss {
+    fn drop(&mut self) {
+        LOSS_WAITERS.with(|w| w.borrow_mut().1.remove(&self.0));
+    }
+}
+
 async fn webgpu(precision: &str) -> Result<Gpu, String> {
     if let Some(r) = GPU.with(|g| g.borrow().clone()) {
-        return r;
+        return match (r, device_lost()) {
+            (Ok(_), Some(lost)) => Err(format!("{lost}; {LOST_ADVICE}")),
+            (r, _) => r,
+        };
     }
     let adapter = glue::gpu_adapter().await;
     let r = if adapter.is_null() || adapter.is_undefined() {
         Err("no WebGPU adapter (the browser lacks WebGPU or it is disabled)".to_string())
     } else {
-        match Device::wgpu_options().init_async().await {
+        let stop_watching = glue::watch_device_requests();
+        let started = Device::wgpu_options().init_async().await;
+        let _ = stop_watching.call0(&JsValue::NULL);
+        wake_on_device_loss();
+        match started {
             Ok(mut device) => {
                 let has_f16 = get(&adapter, "shaderF16").as_bool().unwrap_or(false);
                 let f16 = has_f16 && precision != "f32" && device.configure(FloatDType::F16).is_ok();
@@ -201,6 +281,8 @@ struct Last {
 struct State {
     model: Model,
     device: Device,
+    /// On this thread's WebGPU device, whose loss ends a run at once.
+    webgpu: bool,
     limits: DeviceLimits,
     last: Option<Last>,
     /// Milliseconds per Real-ESRGAN tile in the last run: slow devices also report (and take
@@ -216,14 +298,31 @@ pub struct Upscaler {
 }
 
 /// Runs `f` with the state taken out (so a second call while one runs is refused instead of
-/// racing), and puts it back whatever happens.
+/// racing), and puts it back whatever happens. On WebGPU a loss of the device ends the call
+/// at once: a readback pending then might never return, and the model is gone with it.
 async fn with_state<T, F, Fut>(cell: Rc<RefCell<Option<State>>>, f: F) -> Result<T, JsValue>
 where
     F: FnOnce(State) -> Fut,
     Fut: std::future::Future<Output = (State, Result<T, String>)>,
 {
-    let state = cell.borrow_mut().take().ok_or_else(|| js_error("this Upscaler is busy with another call; await it first"))?;
-    let (state, r) = f(state).await;
+    let lost = || device_lost().map(|lost| js_error(format!("{lost}; {LOST_ADVICE}")));
+    let Some(state) = cell.borrow_mut().take() else {
+        return Err(lost().unwrap_or_else(|| js_error("this Upscaler is busy with another call; await it first")));
+    };
+    let webgpu = state.webgpu;
+    let run = async { Some(f(state).await) };
+    let outcome = if webgpu {
+        futures_lite::future::or(run, async {
+            Loss::new().await;
+            None
+        })
+        .await
+    } else {
+        run.await
+    };
+    let Some((state, r)) = outcome else {
+        return Err(lost().unwrap_or_else(|| js_error("the GPU device was lost")));
+    };
     *cell.borrow_mut() = Some(state);
     r.map_err(js_error)
 }
@@ -251,7 +350,14 @@ fn cancel_for(signal: &JsValue) -> (Cancel, glue::AbortLink) {
 }
 
 fn run_error(e: RunError) -> String {
-    e.to_string()
+    match e {
+        // burn's report is several lines with a backtrace; the device's own says why.
+        RunError::DeviceLost(why) => {
+            let lost = device_lost().unwrap_or_else(|| format!("the GPU device was lost: {}", why.lines().next().unwrap_or_default()));
+            format!("{lost}; {LOST_ADVICE}")
+        }
+        e => e.to_string(),
+    }
 }
 
 /// RGBA pixels → RGB and an alpha plane (None when fully opaque).
@@ -303,7 +409,7 @@ async fn read_input(image: &JsValue, progress: &mut dyn FnMut(Progress)) -> Resu
         return Ok((rgb, alpha, false));
     }
     progress(Progress::new("read", 0, 1));
-    let bytes = glue::blob_bytes(image).await.map_err(|e| format!("cannot read the file: {}", glue::error_message(&e)))?;
+    let bytes = glue::blob_bytes(image, None).await.map_err(|e| format!("cannot read the file: {}", glue::error_message(&e)))?;
     let bytes = js_sys::Uint8Array::new(&bytes).to_vec();
     let d = image_io::decode_with_limit(&bytes, MAX_BROWSER_INPUT_PIXELS).map_err(|e| e.to_string())?;
     progress(Progress::new("read", 1, 1));
@@ -531,7 +637,9 @@ impl Upscaler {
                 block_bytes: get_f64(&opts, "uploadBlockBytes").map_or(shards::BLOCK_BYTES, |v| (v as u64).max(1)),
                 backend,
             };
-            let (manifest, store, report) = shards::load(&manifest_url, &gpu.device, &load).await.map_err(js_error)?;
+            let (manifest, store, report) = shards::load(&manifest_url, &gpu.device, &load)
+                .await
+                .map_err(|e| js_error(if backend == "webgpu" { device_lost().map_or(e, |lost| format!("{lost}; {LOST_ADVICE}")) } else { e }))?;
             shards::report_built(&manifest, &load);
             let model = Model::from_store(&manifest, store, &gpu.device).map_err(|e| js_error(e.to_string()))?;
             let notices = js_sys::Array::new();
@@ -548,7 +656,7 @@ impl Upscaler {
                 ("fromNetwork", (report.from_network as f64).into()),
                 ("notices", notices.into()),
             ]);
-            let state = State { model, device: gpu.device, limits: gpu.limits, last: None, tile_ms: None };
+            let state = State { model, device: gpu.device, webgpu: backend == "webgpu", limits: gpu.limits, last: None, tile_ms: None };
             Ok(Upscaler { state: Rc::new(RefCell::new(Some(state))), info }.into())
         })
     }
@@ -681,5 +789,118 @@ pub fn capabilities(#[wasm_bindgen(unchecked_param_type = "{ width?: number; hei
             pairs.push(("estimate", est));
         }
         Ok(object(&pairs))
+    })
+}
+
+/// Bytes read for an image's header first: enough for every PNG and WebP header and a JPEG's
+/// metadata segments; a JPEG with more before its frame header is read whole.
+const HEAD_BYTES: f64 = (1 << 20) as f64;
+
+/// The size and format from an image file's header, without decoding a pixel: refused as
+/// the upscale would refuse it (empty, not PNG / JPEG / WebP, over the browser's limit).
+/// The size is the upright one (EXIF orientation applied), as the upscale sees it.
+fn probe(bytes: &[u8]) -> Result<(u32, u32, &'static str), image_io::ImageError> {
+    use image::metadata::Orientation as O;
+    use image::{ImageDecoder, ImageFormat};
+    use image_io::ImageError as E;
+    if bytes.is_empty() {
+        return Err(E::Empty);
+    }
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| E::Corrupt(e.to_string()))?;
+    let format = match reader.format() {
+        Some(ImageFormat::Png) => "png",
+        Some(ImageFormat::Jpeg) => "jpeg",
+        Some(ImageFormat::WebP) => "webp",
+        Some(other) => return Err(E::Unsupported { format: format!("{other:?}") }),
+        None => return Err(E::UnknownFormat),
+    };
+    let check = |w: u64, h: u64| {
+        if w * h > MAX_BROWSER_INPUT_PIXELS {
+            let clamp = |v: u64| v.min(u32::MAX as u64) as u32;
+            return Err(E::TooLarge { width: clamp(w), height: clamp(h), max: MAX_BROWSER_INPUT_PIXELS / 1_000_000 });
+        }
+        Ok(())
+    };
+    // The header's own numbers first: a decoder may refuse a huge header less clearly.
+    if let Ok(s) = imagesize::blob_size(bytes) {
+        check(s.width as u64, s.height as u64)?;
+    }
+    reader.no_limits();
+    let mut decoder = reader.into_decoder().map_err(|e| E::Corrupt(e.to_string()))?;
+    let (w, h) = decoder.dimensions();
+    if w == 0 || h == 0 {
+        return Err(E::Corrupt(format!("the header says {w}x{h} pixels")));
+    }
+    check(w as u64, h as u64)?;
+    let turned = matches!(decoder.orientation(), Ok(O::Rotate90 | O::Rotate270 | O::Rotate90FlipH | O::Rotate270FlipH));
+    Ok(if turned { (h, w, format) } else { (w, h, format) })
+}
+
+async fn blob_vec(blob: &JsValue, limit: Option<f64>) -> Result<Vec<u8>, JsValue> {
+    let bytes = glue::blob_bytes(blob, limit).await.map_err(|e| js_error(format!("cannot read the file: {}", glue::error_message(&e))))?;
+    Ok(js_sys::Uint8Array::new(&bytes).to_vec())
+}
+
+/// An image's size, read before any work: a File / Blob's header (`ImageInfo.format` names
+/// it), or the width and height of an ImageData / ImageBitmap (or any object with them). Rejects, with the message `upscale` would give,
+/// an empty or unknown file and anything over the browser's limit (4 megapixels), so a page
+/// can refuse it before loading weights or decoding pixels.
+#[wasm_bindgen(js_name = inspectImage, unchecked_return_type = "Promise<ImageInfo>")]
+pub fn inspect_image(#[wasm_bindgen(unchecked_param_type = "Blob | ImageData | ImageBitmap | { width: number; height: number }")] image: JsValue) -> js_sys::Promise {
+    future_to_promise(async move {
+        let (w, h, format) = if glue::is_blob(&image) {
+            let head = blob_vec(&image, Some(HEAD_BYTES)).await?;
+            match probe(&head) {
+                Err(image_io::ImageError::Corrupt(_)) if glue::blob_size(&image) > HEAD_BYTES => probe(&blob_vec(&image, None).await?),
+                r => r,
+            }
+            .map_err(|e| js_error(e.to_string()))?
+        } else {
+            let (w, h) = (get_f64(&image, "width").unwrap_or(0.0), get_f64(&image, "height").unwrap_or(0.0));
+            if w < 1.0 || h < 1.0 {
+                return Err(js_error("upscale() takes a File or Blob (PNG, JPEG or WebP), an ImageData or an ImageBitmap"));
+            }
+            if w * h > MAX_BROWSER_INPUT_PIXELS as f64 {
+                return Err(js_error(
+                    image_io::ImageError::TooLarge { width: w as u32, height: h as u32, max: MAX_BROWSER_INPUT_PIXELS / 1_000_000 }.to_string(),
+                ));
+            }
+            (w as u32, h as u32, "pixels")
+        };
+        Ok(object(&[("width", w.into()), ("height", h.into()), ("format", format.into())]))
+    })
+}
+
+/// Memory now: the wasm heap's live bytes and the Memory's size, and what burn's allocator
+/// holds on this thread's WebGPU device (where it reports it). A long session compares them
+/// between runs: they must not grow.
+#[wasm_bindgen(js_name = memoryStats, unchecked_return_type = "MemoryStats")]
+pub fn memory_stats() -> JsValue {
+    let memory: js_sys::WebAssembly::Memory = wasm_bindgen::memory().unchecked_into();
+    let wasm = memory.buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length() as f64;
+    let mut pairs: Vec<(&str, JsValue)> = vec![("heapBytes", (super::heap_bytes() as f64).into()), ("wasmBytes", wasm.into())];
+    if let Some(Ok(gpu)) = GPU.with(|g| g.borrow().clone())
+        && let Some(u) = gpu.device.memory_pool_usage()
+    {
+        pairs.push((
+            "gpu",
+            object(&[
+                ("allocations", (u.number_allocs as f64).into()),
+                ("bytesInUse", (u.bytes_in_use as f64).into()),
+                ("bytesReserved", (u.bytes_reserved as f64).into()),
+            ]),
+        ));
+    }
+    object(&pairs)
+}
+
+/// Resolves with "the GPU device was lost (reason): message" when this thread's WebGPU device
+/// is lost (never, on the CPU backend). The worker client ends its worker then: burn cannot
+/// start a second device on a thread.
+#[wasm_bindgen(js_name = deviceLost, unchecked_return_type = "Promise<string>")]
+pub fn device_lost_promise() -> js_sys::Promise {
+    future_to_promise(async {
+        let _ = wasm_bindgen_futures::JsFuture::from(glue::device_lost()).await;
+        Ok(device_lost().unwrap_or_else(|| "the GPU device was lost".into()).into())
     })
 }

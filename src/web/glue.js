@@ -159,14 +159,50 @@ export async function gpuAdapter() {
   };
 }
 
+// The loss of this thread's WebGPU device (burn's runtime starts one per thread and cannot
+// start another): { reason, message } once its `lost` promise resolved.
+let lostInfo = null;
+let onLost;
+const lost = new Promise((resolve) => { onLost = resolve; });
+
+/// Watches the devices requested until the returned function is called (around burn's
+/// device start-up): burn hides the GPUDevice, and only its `lost` promise tells why it died.
+export function watchDeviceRequests() {
+  const proto = globalThis.GPUAdapter?.prototype;
+  if (!proto) return () => {};
+  const request = proto.requestDevice;
+  proto.requestDevice = async function (...args) {
+    const device = await request.apply(this, args);
+    device.lost.then((info) => {
+      lostInfo ??= { reason: String(info?.reason ?? 'unknown'), message: String(info?.message ?? '') };
+      onLost(lostInfo);
+    });
+    return device;
+  };
+  return () => { proto.requestDevice = request; };
+}
+
+export function deviceLostInfo() {
+  return lostInfo;
+}
+
+export function deviceLost() {
+  return lost;
+}
+
 /// Whether `v` is a Blob (a File is one): encoded bytes, decoded in wasm as the CLI does.
 export function isBlob(v) {
   return typeof Blob !== 'undefined' && v instanceof Blob;
 }
 
-/// A Blob's bytes.
-export async function blobBytes(blob) {
-  return new Uint8Array(await blob.arrayBuffer());
+/// A Blob's bytes; with `limit`, only the first `limit` bytes (an image's header).
+export async function blobBytes(blob, limit) {
+  return new Uint8Array(await (limit ? blob.slice(0, limit) : blob).arrayBuffer());
+}
+
+/// A Blob's size in bytes.
+export function blobSize(blob) {
+  return blob.size;
 }
 
 /// A PNG Blob of `bytes` (copied: they are a view of wasm memory).

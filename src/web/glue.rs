@@ -45,7 +45,15 @@ extern "C" {
     #[wasm_bindgen(js_name = isBlob)]
     pub fn is_blob(v: &JsValue) -> bool;
     #[wasm_bindgen(catch, js_name = blobBytes)]
-    pub async fn blob_bytes(blob: &JsValue) -> Result<JsValue, JsValue>;
+    pub async fn blob_bytes(blob: &JsValue, limit: Option<f64>) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_name = blobSize)]
+    pub fn blob_size(blob: &JsValue) -> f64;
+    #[wasm_bindgen(js_name = watchDeviceRequests)]
+    pub fn watch_device_requests() -> js_sys::Function;
+    #[wasm_bindgen(js_name = deviceLostInfo)]
+    pub fn device_lost_info() -> JsValue;
+    #[wasm_bindgen(js_name = deviceLost)]
+    pub fn device_lost() -> js_sys::Promise;
     #[wasm_bindgen(js_name = pngBlob)]
     pub fn png_blob(bytes: &[u8]) -> JsValue;
     pub fn now() -> f64;

@@ -297,7 +297,10 @@ pub async fn load(url: &str, device: &Device, opts: &LoadOptions) -> Result<(Man
         // copies: hand them to the device and wait for the queue before the next shard
         // (full-size PiSA-SR: peak wasm memory 81.8 MiB with this, 208 MiB without).
         device.flush().map_err(|e| format!("the device failed while receiving the weights: {e}"))?;
-        let _ = burn::tensor::Tensor::<1>::zeros([1], device).into_data_async().await;
+        burn::tensor::Tensor::<1>::zeros([1], device)
+            .into_data_async()
+            .await
+            .map_err(|e| format!("the device failed while receiving the weights: {}", e.to_string().lines().next().unwrap_or_default()))?;
         done += shard.bytes as f64;
     }
     if cache_ok {

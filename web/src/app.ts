@@ -3,7 +3,7 @@
 // output scale or width, PiSA-SR's sliders with live previews, progress with Cancel, the
 // compare view, Download / Download all (ZIP), the model manager, and the offline PWA.
 import { zipSync } from 'fflate';
-import { Upscaler, capabilities } from './client';
+import { Upscaler, capabilities, inspectImage } from './client';
 import { type CachedModel, type CatalogEntry, cacheState, defaultEntry, effectiveScale, fallbackCatalog, formatBytes, groupedCatalog, loadCatalog, outputName } from './catalog';
 import { COMPARE_CSS, CompareView } from './compare';
 import { Session, isCancel, progressReporter, type Progress } from './session';
@@ -218,27 +218,44 @@ async function showCapabilities() {
 
 // ---- The queue ----------------------------------------------------------------------------
 
-async function addFiles(files: File[]) {
+// Files being checked and queued: Upscale pressed meanwhile waits for them.
+let adding: Promise<void> = Promise.resolve();
+
+function addFiles(files: File[]): Promise<void> {
+  const next = adding.then(() => queueFiles(files));
+  adding = next.catch(() => {});
+  return next;
+}
+
+async function queueFiles(files: File[]) {
   const images = files.filter((f) => f.size > 0 || f.type.startsWith('image/'));
   if (!images.length) {
     if (files.length) message(`${files[0].name || 'That file'} is empty or not an image.`, true);
     return;
   }
+  const added: Item[] = [];
+  const refused: string[] = [];
   for (const file of images) {
-    const it: Item = { id: nextId++, file, state: 'waiting', note: 'Waiting', result: null, outName: '', size: null, modelScale: 4, url: '' };
-    items.push(it);
+    // Its header only: a file the engine would refuse (over the size limit, not an image) is
+    // never decoded or queued.
+    let size: { width: number; height: number };
     try {
-      const bm = await createImageBitmap(file, { imageOrientation: 'from-image' });
-      it.size = { width: bm.width, height: bm.height };
-      it.note = `Waiting · ${bm.width}×${bm.height}`;
-      bm.close();
-    } catch {
-      // The engine may still read it (or say clearly why not).
+      size = await inspectImage(file);
+    } catch (e) {
+      refused.push(`Could not add ${file.name || 'that file'}: ${(e as Error).message}`);
+      continue;
     }
+    const it: Item = {
+      id: nextId++, file, state: 'waiting', note: `Waiting · ${size.width}×${size.height}`, result: null, outName: '',
+      size: { width: size.width, height: size.height }, modelScale: 4, url: '',
+    };
+    items.push(it);
+    added.push(it);
   }
+  message(refused.map(sentence).join(' '), refused.length > 0);
+  if (!added.length) return;
   renderQueue();
-  await select(items[items.length - images.length]);
-  message('');
+  await select(added[0]);
   status(items.length > 1 ? `${items.length} images in the queue. Press Upscale to start.` : 'Press Upscale to start.');
   syncButtons();
 }
@@ -344,6 +361,8 @@ function setResult(it: Item, blob: Blob) {
 }
 
 async function upscaleAll() {
+  if (controller) return;
+  await adding;
   if (controller) return;
   const m = entry();
   let todo = items.filter((i) => i.state === 'waiting' || i.state === 'cancelled');

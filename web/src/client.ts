@@ -14,11 +14,19 @@ class Channel {
   private worker: Worker;
   private next = 1;
   private calls = new Map<number, Call>();
+  /** Whose model the worker holds: an Upscaler, a load in flight, or none. */
+  owner: object | null = null;
+  /** Settles when the owner's model is in the worker. */
+  ready: Promise<unknown> = Promise.resolve();
 
   constructor(url: URL) {
     this.worker = new Worker(url, { type: 'module' });
     this.worker.onmessage = (e: MessageEvent<Response>) => {
       const m = e.data;
+      if (m.type === 'dead') {
+        this.end(m.message);
+        return;
+      }
       const call = this.calls.get(m.id);
       if (!call) return;
       if (m.type === 'progress') call.onProgress?.(m.progress);
@@ -28,10 +36,14 @@ class Channel {
         else call.reject(new Error(m.message));
       }
     };
-    this.worker.onerror = (e) => this.failAll(`the worker failed: ${e.message}`);
+    this.worker.onerror = (e) => this.end(`the worker failed: ${e.message}`);
   }
 
-  failAll(message: string) {
+  /** Ends the worker: every pending call fails with `message`, and the next call starts a
+   *  new worker (which loads the caller's model again). */
+  end(message: string) {
+    this.worker.terminate();
+    if (shared === this) shared = null;
     for (const c of this.calls.values()) c.reject(new Error(message));
     this.calls.clear();
   }
@@ -40,15 +52,17 @@ class Channel {
     const id = this.next++;
     if (opts.signal?.aborted) return Promise.reject(new Error('cancelled'));
     return new Promise<T>((resolve, reject) => {
-      this.calls.set(id, { resolve, reject, onProgress: opts.onProgress });
-      opts.signal?.addEventListener('abort', () => this.worker.postMessage({ op: 'cancel', target: id, id: 0 }), { once: true });
+      const onAbort = () => this.worker.postMessage({ op: 'cancel', target: id, id: 0 });
+      // A caller's signal may outlive many calls: each call's listener goes with the call.
+      const settled = () => opts.signal?.removeEventListener('abort', onAbort);
+      this.calls.set(id, {
+        resolve: (v) => { settled(); resolve(v); },
+        reject: (e) => { settled(); reject(e); },
+        onProgress: opts.onProgress,
+      });
+      opts.signal?.addEventListener('abort', onAbort, { once: true });
       this.worker.postMessage({ ...op, id }, transfer);
     });
-  }
-
-  terminate() {
-    this.worker.terminate();
-    this.failAll('terminated');
   }
 }
 
@@ -83,16 +97,47 @@ export interface ModelInfo {
 /** The one-step diffusion models (stage shares for progress); the GANs are 'rrdbnet' and 'srvgg'. */
 export const isDiffusion = (architecture: string) => architecture === 'pisa-sr' || architecture === 'osediff';
 
+type LoadArgs = Omit<LoadOptions, 'onProgress' | 'signal'>;
+
 export class Upscaler {
   private runs = 0;
-  private constructor(public readonly info: ModelInfo) {}
+  private constructor(public readonly info: ModelInfo, private readonly url: string, private readonly opts: LoadArgs) {}
 
   static async load(manifestUrl: string, opts: LoadOptions = {}): Promise<Upscaler> {
     const { onProgress, signal, ...rest } = opts;
     const url = new URL(manifestUrl, location.href).href;
     // Each report names the backend the load chose (auto may pick the CPU).
     const tracker = new ProgressTracker('load');
-    return new Upscaler(await channel().call({ op: 'load', url, opts: rest }, { onProgress: tracked(onProgress, tracker), signal }));
+    const ch = channel();
+    const before = ch.owner;
+    const token = {};
+    ch.owner = token;
+    let info: ModelInfo;
+    try {
+      info = await ch.call({ op: 'load', url, opts: rest }, { onProgress: tracked(onProgress, tracker), signal });
+    } catch (e) {
+      if (ch.owner === token) ch.owner = before;
+      throw e;
+    }
+    const up = new Upscaler(info, url, rest);
+    if (ch.owner === token) {
+      ch.owner = up;
+      ch.ready = Promise.resolve();
+    }
+    return up;
+  }
+
+  /** The worker with this model in it. A new worker (after a lost GPU device, a failed
+   *  worker or terminate()) or another model loaded since gets it again first, from the
+   *  cache: the call then runs on the model it was made on. */
+  private worker(): Promise<Channel> {
+    const ch = channel();
+    if (ch.owner !== this) {
+      ch.owner = this;
+      ch.ready = ch.call({ op: 'load', url: this.url, opts: this.opts });
+      ch.ready.catch(() => { if (ch.owner === this) ch.owner = null; });
+    }
+    return ch.ready.then(() => ch);
   }
 
   /** A File or Blob → a PNG Blob (unless `output: 'imagedata'`); ImageData / ImageBitmap →
@@ -107,7 +152,7 @@ export class Upscaler {
       backend: this.info.backend,
     });
     this.runs++;
-    return channel().call({ op: 'upscale', image, opts: rest }, { onProgress: tracked(onProgress, tracker), signal });
+    return this.worker().then((ch) => ch.call({ op: 'upscale', image, opts: rest }, { onProgress: tracked(onProgress, tracker), signal }));
   }
 
   /** PiSA-SR, after an upscale with lambdaPix / lambdaSem: the whole image at new lambdas
@@ -115,12 +160,12 @@ export class Upscaler {
   adjust(lambdaPix: number, lambdaSem: number, opts: AdjustOptions = {}): Promise<Blob | ImageData> {
     const { onProgress, signal, ...rest } = opts;
     const tracker = new ProgressTracker('run', { diffusion: true, backend: this.info.backend });
-    return channel().call({ op: 'adjust', lambdaPix, lambdaSem, opts: rest }, { onProgress: tracked(onProgress, tracker), signal });
+    return this.worker().then((ch) => ch.call({ op: 'adjust', lambdaPix, lambdaSem, opts: rest }, { onProgress: tracked(onProgress, tracker), signal }));
   }
 
   /** PiSA-SR: a fast, approximate preview of one region of the result (output pixels). */
   adjustRegion(lambdaPix: number, lambdaSem: number, region: Region): Promise<ImageData> {
-    return channel().call({ op: 'adjustRegion', lambdaPix, lambdaSem, region });
+    return this.worker().then((ch) => ch.call({ op: 'adjustRegion', lambdaPix, lambdaSem, region }));
   }
 
   static cached(): Promise<any[]> {
@@ -133,9 +178,23 @@ export class Upscaler {
 
   /** The hard stop: ends the worker (and anything it runs); the next call starts a new one. */
   static terminate() {
-    shared?.terminate();
-    shared = null;
+    shared?.end('terminated');
   }
+}
+
+/** An image's size from its header (a File / Blob) or its width and height, before any work:
+ *  rejects, with the message an upscale would give, a file that is empty, not PNG / JPEG /
+ *  WebP, or over the browser's limit (4 megapixels; docs/browser.md). */
+export function inspectImage(image: Input): Promise<{ width: number; height: number; format: string }> {
+  // Pixels need not cross to the worker to be measured.
+  const probe = image instanceof Blob ? image : { width: image.width, height: image.height };
+  return channel().call({ op: 'inspect', image: probe });
+}
+
+/** The worker's memory: the wasm heap's live bytes, the wasm Memory's size (its peak so far)
+ *  and, on WebGPU, what burn's allocator holds on the device. */
+export function memoryStats(): Promise<{ heapBytes: number; wasmBytes: number; gpu?: { allocations: number; bytesInUse: number; bytesReserved: number } }> {
+  return channel().call({ op: 'memory' });
 }
 
 export function capabilities(opts?: { width?: number; height?: number }): Promise<any> {

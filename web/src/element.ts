@@ -16,6 +16,7 @@
 // upscale-cancel. Parts: drop-zone, toolbar, progress, compare. Colours: --onestep-accent,
 // --onestep-fg, --onestep-bg, --onestep-border, --onestep-muted, --onestep-focus, --onestep-error.
 import { type CatalogEntry, defaultEntry, effectiveScale, fallbackCatalog, loadCatalog, outputName, resolveModel } from './catalog';
+import { inspectImage } from './client';
 import { COMPARE_CSS, CompareView } from './compare';
 import { Session, cancelled, isCancel, progressReporter, type Progress } from './session';
 
@@ -178,7 +179,6 @@ export class OnestepUpscaler extends HTMLElement {
     const onOuter = () => controller.abort();
     if (outer?.aborted) controller.abort(); else outer?.addEventListener('abort', onOuter, { once: true });
     const name = input instanceof File ? input.name : this.picked === input ? this.pickedName : 'image.png';
-    if (input !== this.picked) { this.picked = input; this.pickedName = name; this.compare.setBefore(input).catch(() => {}); this.showFile(); }
     this.sync();
     this.emit('upscale-start', { name, model: this.model });
     this.say('Starting…');
@@ -192,6 +192,9 @@ export class OnestepUpscaler extends HTMLElement {
     };
     const t0 = performance.now();
     try {
+      // Before any decode or download: an image the engine would refuse stops here.
+      await inspectImage(input);
+      if (input !== this.picked) { this.picked = input; this.pickedName = name; this.compare.setBefore(input).catch(() => {}); this.showFile(); }
       const entry = await this.entry();
       // The scale attribute applies below the loaded model's own scale (x4 on an x2 model gives x2).
       let scale = entry.scale;
@@ -254,9 +257,16 @@ export class OnestepUpscaler extends HTMLElement {
     if (f) this.pick(f);
   };
 
-  private pick(f: File) {
+  private async pick(f: File) {
+    const name = f.name || 'pasted.png';
+    try {
+      await inspectImage(f);
+    } catch (e) {
+      this.say(`${name}: ${(e as Error).message}`, true);
+      return;
+    }
     this.picked = f;
-    this.pickedName = f.name || 'pasted.png';
+    this.pickedName = name;
     this.showFile();
     this.compare.setAfter(null);
     this.compare.setBefore(f).catch(() => this.say(`${this.pickedName} could not be read as an image; PNG, JPEG and WebP work.`, true));

@@ -11,6 +11,8 @@ export type Op =
   | { op: 'cached' }
   | { op: 'evict'; url: string }
   | { op: 'capabilities'; opts?: { width?: number; height?: number } }
+  | { op: 'inspect'; image: Blob | { width: number; height: number } }
+  | { op: 'memory' }
   | { op: 'cancel'; target: number };
 
 export type Request = Op & { id: number };
@@ -18,4 +20,7 @@ export type Request = Op & { id: number };
 export type Response =
   | { id: number; type: 'progress'; progress: unknown }
   | { id: number; type: 'done'; value: unknown }
-  | { id: number; type: 'error'; message: string };
+  | { id: number; type: 'error'; message: string }
+  /** The worker cannot go on (its GPU device was lost, or the module failed): the page ends
+   *  it, and the next call starts a new one. */
+  | { id: 0; type: 'dead'; message: string };

@@ -1,6 +1,6 @@
 // The inference worker: owns the wasm module and the loaded model, so the page stays
-// responsive. One model at a time; requests run in order; `cancel` aborts a request
-// between shards or tiles (or before it starts). Files arrive as Blobs and leave as PNG
+// responsive. One model at a time; requests run in order (but `inspect` and `memory`, which
+// answer at once); `cancel` aborts a request between shards or tiles (or before it starts). Files arrive as Blobs and leave as PNG
 // Blobs: no canvas touches the pixels.
 import type { Request, Response } from './protocol';
 
@@ -15,8 +15,28 @@ function post(m: Response, transfer: Transferable[] = []) {
   (self as unknown as Worker).postMessage(m, transfer);
 }
 
+// A lost GPU device or a failed module leaves this worker unusable (burn starts one device
+// per thread; a run that died half way never settles): every pending call and every later
+// one fails with the reason, and the page ends this worker and starts another.
+let dead: string | null = null;
+let lost: Promise<string> | null = null;
+const RESTART = 'the next call starts a new one and reads the model again from the cache';
+
+function die(message: string) {
+  if (dead) return;
+  dead = message;
+  for (const id of controllers.keys()) post({ id, type: 'error', message });
+  controllers.clear();
+  post({ id: 0, type: 'dead', message });
+}
+
 async function wasm(): Promise<Pkg> {
-  pkg ??= import(/* @vite-ignore */ pkgUrl).then(async (m: Pkg) => { await m.default(); return m; });
+  pkg ??= import(/* @vite-ignore */ pkgUrl).then(async (m: Pkg) => {
+    await m.default();
+    lost = m.deviceLost();
+    lost.then((why) => die(`${why}; ${RESTART}`));
+    return m;
+  });
   return pkg;
 }
 
@@ -48,9 +68,24 @@ async function handle(req: Request): Promise<unknown> {
       return m.Upscaler.evict(req.url);
     case 'capabilities':
       return m.capabilities(req.opts);
+    case 'inspect':
+      return m.inspectImage(req.image);
+    case 'memory':
+      return m.memoryStats();
     default:
       throw new Error(`unknown request ${(req as { op: string }).op}`);
   }
+}
+
+/// A failed request's message; a device loss reported by the run ends the worker, with the
+/// device's own reason (its `lost` promise settles moments later, if not already).
+async function failed(id: number, err: unknown) {
+  const message = err instanceof Error ? err.message : String(err);
+  if (message.startsWith('the GPU device was lost') && lost) {
+    const why = await Promise.race([lost, new Promise<null>((ok) => setTimeout(() => ok(null), 1000))]);
+    die(why ? `${why}; ${RESTART}` : message);
+  }
+  if (!dead) post({ id, type: 'error', message });
 }
 
 self.onmessage = (e: MessageEvent<Request>) => {
@@ -59,14 +94,19 @@ self.onmessage = (e: MessageEvent<Request>) => {
     controllers.get(req.target)?.abort();
     return;
   }
+  if (dead) {
+    post({ id: req.id, type: 'error', message: dead });
+    return;
+  }
   controllers.set(req.id, new AbortController());
-  queue = queue.then(() => handle(req)).then(
-    (value) => post({ id: req.id, type: 'done', value }, value instanceof ImageData ? [value.data.buffer] : []),
-    (err) => post({ id: req.id, type: 'error', message: err instanceof Error ? err.message : String(err) }),
+  const settle = () => handle(req).then(
+    (value) => { if (controllers.has(req.id)) post({ id: req.id, type: 'done', value }, value instanceof ImageData ? [value.data.buffer] : []); },
+    (err) => failed(req.id, err),
   ).finally(() => controllers.delete(req.id));
+  // Requests that leave the model alone answer at once, even during a run.
+  if (req.op === 'inspect' || req.op === 'memory') settle();
+  else queue = queue.then(settle);
 };
 
-// A panic or a lost device kills the module: report it to every caller instead of hanging.
-self.addEventListener('error', (e) => {
-  for (const id of controllers.keys()) post({ id, type: 'error', message: `the worker failed: ${e.message}` });
-});
+// A panic kills the module, and the call it ran never settles.
+self.addEventListener('error', (e) => die(`the worker failed: ${e.message}`));

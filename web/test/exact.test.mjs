@@ -4,10 +4,9 @@
 // worker client. `backend: 'auto'` skips a software adapter (SwiftShader) for the CPU.
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync } from 'node:fs';
-import { crc32 } from 'node:zlib';
 import { after, before, test } from 'node:test';
 import { browser, harness, onestep, scratch, server } from './helpers.mjs';
-import { pngDiff } from './png.mjs';
+import { lyingPng, pngDiff } from './png.mjs';
 
 const MODEL = '/models/realesrgan-x4plus/manifest.json';
 // The worker-on-WebGPU check runs the compact model: the same path (Blob in, worker, WebGPU,
@@ -73,19 +72,7 @@ test('CPU fallback: Blob in, PNG out gives the CLI\'s PNG (alpha, 16-bit, EXIF),
     assert.ok(worker.texts.some((t) => /^Upscaling: tile 1 of 1/.test(t)), worker.texts.join(' | '));
     assert.ok(worker.texts.includes('Writing the PNG'), worker.texts.join(' | '));
     // Bad files: clear errors, before any pixel is allocated for a lying header.
-    // A valid PNG header that claims 40000x40000 pixels, and one tiny IDAT chunk.
-    const ihdr = Buffer.alloc(13);
-    ihdr.writeUInt32BE(40000, 0);
-    ihdr.writeUInt32BE(40000, 4);
-    ihdr.set([8, 6, 0, 0, 0], 8);
-    const kind = Buffer.from('IHDR');
-    const crc = Buffer.alloc(4);
-    crc.writeUInt32BE(crc32(Buffer.concat([kind, ihdr])));
-    const idat = Buffer.from([0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x03, 0, 0, 0, 0, 1]);
-    const idatCrc = Buffer.alloc(4);
-    idatCrc.writeUInt32BE(crc32(idat));
-    const huge = Array.from(Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 13, 10, 26, 10, 0, 0, 0, 13]), kind, ihdr, crc,
-      Buffer.from([0, 0, 0, 8]), idat, idatCrc]));
+    const huge = Array.from(lyingPng(40000, 40000));
     const errors = await page.evaluate(async ({ model, huge }) => {
       const up = await window.pkg.Upscaler.load(model);
       const png = new Uint8Array(await (await fetch('/fixtures/browser/alpha_gradient_16.png')).arrayBuffer());
@@ -105,6 +92,77 @@ test('CPU fallback: Blob in, PNG out gives the CLI\'s PNG (alpha, 16-bit, EXIF),
     assert.match(errors.huge, /40000x40000 pixels; the largest supported input is 4 megapixels/);
     assert.match(errors.scale, /at most the model's 4/);
     assert.match(errors.output, /output must be "png" or "imagedata"/);
+  } finally {
+    await ctx.close();
+  }
+});
+
+test('an input over the browser\'s limit is refused before any work: inspectImage, the page and the element', async () => {
+  const { openPage, recordRequests } = await import('./ui.mjs');
+  const ctx = await browser({ webgpu: false });
+  const requests = recordRequests(ctx);
+  const weights = () => requests.filter((r) => new URL(r.url).pathname.startsWith('/models/')).map((r) => r.url);
+  // Any decode of pixels in the page goes through createImageBitmap (the engine's is in wasm).
+  await ctx.addInitScript(() => {
+    const create = globalThis.createImageBitmap;
+    globalThis.decodes = 0;
+    globalThis.createImageBitmap = (...a) => { globalThis.decodes++; return create(...a); };
+  });
+  const TOO_LARGE = 'the image is 40000x40000 pixels; the largest supported input is 4 megapixels';
+  try {
+    // The API: the package and the worker client read the header only (the upright size).
+    const page = await harness(ctx, srv.url);
+    const api = await page.evaluate(async (huge) => {
+      const client = await import('/client.js');
+      const out = {};
+      const blob = async (f) => (await fetch(`/fixtures/browser/${f}`)).blob();
+      for (const [name, inspect] of [['pkg', window.pkg.inspectImage], ['client', client.inspectImage]]) {
+        const r = out[name] = {};
+        const tryIt = async (k, v) => { try { r[k] = await inspect(v); } catch (e) { r[k] = e.message; } };
+        await tryIt('huge', new Blob([new Uint8Array(huge)]));
+        await tryIt('exif', await blob('exif_rot6.jpg'));
+        await tryIt('png', await blob('alpha_gradient_16.png'));
+        await tryIt('pixels', new ImageData(2500, 1700));
+        await tryIt('text', new Blob(['hello']));
+      }
+      return out;
+    }, Array.from(lyingPng(40000, 40000)));
+    for (const r of Object.values(api)) {
+      assert.equal(r.huge, TOO_LARGE);
+      assert.deepEqual(r.exif, { width: 8, height: 12, format: 'jpeg' });
+      assert.deepEqual(r.png, { width: 16, height: 16, format: 'png' });
+      assert.equal(r.pixels, 'the image is 2500x1700 pixels; the largest supported input is 4 megapixels');
+      assert.equal(r.text, 'not a PNG, JPEG or WebP image');
+    }
+
+    // The page: not queued, not decoded, no weights requested.
+    const app = await openPage(ctx, `${srv.url}/`);
+    // After the start-up notice, which takes the message line.
+    await app.waitForFunction(() => document.getElementById('caps').textContent !== 'Checking WebGPU…');
+    await app.getByLabel('Choose image').setInputFiles({ name: 'huge.png', mimeType: 'image/png', buffer: lyingPng(40000, 40000) });
+    await app.waitForFunction(() => /^Could not add/.test(document.getElementById('message').textContent));
+    assert.equal(await app.textContent('#message'), `Could not add huge.png: ${TOO_LARGE}.`);
+    assert.equal(await app.locator('#message').getAttribute('class'), 'msg error');
+    assert.equal(await app.locator('#queue li').count(), 0);
+    assert.equal(await app.evaluate(() => globalThis.decodes), 0, 'no decode in the page');
+
+    // The element: upscale() rejects and upscale-error says why; a chosen file is refused too.
+    const demo = await openPage(ctx, `${srv.url}/demo.html`);
+    const el = await demo.evaluate(async (huge) => {
+      const up = document.getElementById('up');
+      await customElements.whenDefined('onestep-upscaler');
+      const events = [];
+      up.addEventListener('upscale-error', (e) => events.push(e.detail.message));
+      let rejected;
+      try { await up.upscale(new Blob([new Uint8Array(huge)])); rejected = 'resolved'; } catch (e) { rejected = e.message; }
+      return { rejected, events, status: up.shadowRoot.querySelector('.msg').textContent };
+    }, Array.from(lyingPng(40000, 40000)));
+    assert.deepEqual(el, { rejected: TOO_LARGE, events: [TOO_LARGE], status: TOO_LARGE });
+    await demo.locator('onestep-upscaler input[type=file]').setInputFiles({ name: 'huge.png', mimeType: 'image/png', buffer: lyingPng(40000, 40000) });
+    await demo.waitForFunction(() => /^huge\.png: /.test(document.getElementById('up').shadowRoot.querySelector('.msg').textContent));
+    assert.equal(await demo.evaluate(() => document.getElementById('up').shadowRoot.querySelector('.go').disabled), true, 'nothing to upscale');
+    assert.equal(await demo.evaluate(() => globalThis.decodes), 0, 'no decode in the element\'s page');
+    assert.deepEqual(weights(), [], 'no weights requested');
   } finally {
     await ctx.close();
   }

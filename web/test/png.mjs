@@ -1,7 +1,7 @@
 // A small PNG reader for the tests (8-bit greyscale / RGB / RGBA, not interlaced): the
 // browser's own decoders go through a premultiplied canvas, which is what the tests must
 // not trust.
-import { inflateSync } from 'node:zlib';
+import { crc32, inflateSync } from 'node:zlib';
 
 export function readPng(buf) {
   buf = Buffer.from(buf);
@@ -50,4 +50,22 @@ export function pngDiff(a, b) {
     if (d) n++;
   }
   return { max, n, size: [x.width, x.height], channels: [x.channels, y.channels] };
+}
+
+/// A valid PNG header that claims `width` x `height` RGBA pixels, and one tiny IDAT chunk: a
+/// few bytes that must be refused by their header before any pixel is allocated.
+export function lyingPng(width, height) {
+  const chunk = (kind, data) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(crc32(Buffer.concat([Buffer.from(kind), data])));
+    return Buffer.concat([len, Buffer.from(kind), data, crc]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr.set([8, 6, 0, 0, 0], 8);
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 13, 10, 26, 10]), chunk('IHDR', ihdr),
+    chunk('IDAT', Buffer.from([0x78, 0x9c, 0x03, 0, 0, 0, 0, 1]))]);
 }
