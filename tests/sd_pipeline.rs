@@ -207,6 +207,7 @@ fn convert_err(base: &Path, lora: &Path, method: Method, out: &Path) -> String {
         prompt: None,
         model_id: None,
         dtype: StoreDType::F16,
+        quantize: None,
     })
     .expect_err("conversion must fail");
     let msg = e.to_string();
@@ -280,6 +281,7 @@ fn pisa_sr_converter_rejects_a_prompt() {
         prompt: Some("a photo".into()),
         model_id: None,
         dtype: StoreDType::F16,
+        quantize: None,
     })
     .unwrap_err();
     assert!(e.to_string().contains("null prompt"), "{e}");

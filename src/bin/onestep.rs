@@ -17,6 +17,7 @@ use onestep_sr::pipeline::preprocess::PreprocessOptions;
 use onestep_sr::pipeline::sd_upscale::{self, SdOptions, SdTiling};
 use onestep_sr::pipeline::{Progress, gan::TileOptions};
 use onestep_sr::upscaler::{self, GanUpscaler, Upscaler};
+use onestep_sr::weights::quant;
 use onestep_sr::weights::sd_convert::{SdConvertOptions, StoreDType};
 use onestep_sr::weights::{self, LoadProgress};
 
@@ -45,6 +46,44 @@ enum ColourFixArg {
 enum DTypeArg {
     F16,
     F32,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum QuantizeArg {
+    Q8,
+    Q4,
+    Mixed,
+}
+
+/// `--quantize` / `--quant-block` of the converters.
+#[derive(clap::Args)]
+struct QuantArgs {
+    /// Store weights block-quantized (format v2), dequantized on the device at load: q8 = every
+    /// convolution and linear but each network's first and last in q8 (SD: the VAE too);
+    /// mixed = q8 with the VAE kept in f16 (Real-ESRGAN: the same as q8); q4 = q4, with the
+    /// UNet's cross-attention keys and values in q8 and the VAE in f16. Norms, biases and
+    /// LoRA branches stay as they are.
+    #[arg(long, value_enum)]
+    quantize: Option<QuantizeArg>,
+    /// Values per f16 scale: 32, 64 or 128 (default: 64 for q8, 32 for q4).
+    #[arg(long, requires = "quantize")]
+    quant_block: Option<u32>,
+}
+
+impl QuantArgs {
+    fn plan(&self) -> Result<Option<quant::Plan>> {
+        if let Some(b) = self.quant_block.filter(|b| !quant::BLOCKS.contains(b)) {
+            return Err(format!("--quant-block {b}: use one of {:?}", quant::BLOCKS).into());
+        }
+        Ok(self.quantize.map(|q| quant::Plan {
+            mode: match q {
+                QuantizeArg::Q8 => quant::Mode::Q8,
+                QuantizeArg::Q4 => quant::Mode::Q4,
+                QuantizeArg::Mixed => quant::Mode::Mixed,
+            },
+            block: self.quant_block,
+        }))
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -217,6 +256,8 @@ enum Convert {
         /// The model's id in its manifest (default: the .param file's name).
         #[arg(long)]
         model_id: Option<String>,
+        #[command(flatten)]
+        quant: QuantArgs,
     },
     /// A diffusers SD 2.1-base folder + an official OSEDiff / PiSA-SR checkpoint.
     Sd {
@@ -238,6 +279,20 @@ enum Convert {
         /// Storage type of the shards (f16 is the format's rule; f32 for exact checks).
         #[arg(long, value_enum, default_value = "f16")]
         store_dtype: DTypeArg,
+        #[command(flatten)]
+        quant: QuantArgs,
+    },
+    /// Quantize a converted float model (format v2), by the rules of its converter.
+    Quantize {
+        /// A converted model directory (f16 / f32).
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// The new model's id (default: the source's with -q8 / -q4 / -mixed appended).
+        #[arg(long)]
+        model_id: Option<String>,
+        #[command(flatten)]
+        quant: QuantArgs,
     },
     /// Write a converted model again with smaller shards (same tensors, new hashes).
     Reshard {
@@ -393,7 +448,7 @@ fn run(command: Command) -> Result<()> {
                 upscale_batch(&inputs, &output, &model, device, dtype, &settings, shard, overwrite)
             }
         }
-        Command::Convert(Convert::Sd { base, lora, method, out, prompt, model_id, store_dtype }) => {
+        Command::Convert(Convert::Sd { base, lora, method, out, prompt, model_id, store_dtype, quant }) => {
             let m = weights::sd_convert::convert_sd(&SdConvertOptions {
                 base,
                 lora,
@@ -408,7 +463,9 @@ fn run(command: Command) -> Result<()> {
                     DTypeArg::F16 => StoreDType::F16,
                     DTypeArg::F32 => StoreDType::F32,
                 },
+                quantize: quant.plan()?,
             })?;
+            print_quantization(&m);
             println!(
                 "wrote {} ({}, {} tensors, {} shards, {} bytes)",
                 out.display(),
@@ -442,8 +499,9 @@ fn run(command: Command) -> Result<()> {
             println!("\nUse one with `onestep upscale IN -o OUT --model ID`. Licences: `onestep models --json`.");
             Ok(())
         }
-        Command::Convert(Convert::Ncnn { param, bin, out, model_id }) => {
-            let m = weights::ncnn::convert(&param, &bin, &out, model_id.as_deref())?;
+        Command::Convert(Convert::Ncnn { param, bin, out, model_id, quant }) => {
+            let m = weights::ncnn::convert(&param, &bin, &out, model_id.as_deref(), quant.plan()?)?;
+            print_quantization(&m);
             println!(
                 "wrote {} ({} x{}, {} tensors, {} shards, {} bytes)",
                 out.display(),
@@ -453,6 +511,13 @@ fn run(command: Command) -> Result<()> {
                 m.shards.len(),
                 m.total_bytes()
             );
+            Ok(())
+        }
+        Command::Convert(Convert::Quantize { model, out, model_id, quant }) => {
+            let plan = quant.plan()?.ok_or("--quantize q8|q4|mixed is required")?;
+            let m = weights::writer::quantize_model(&model_path(&model), &out, plan, model_id.as_deref())?;
+            print_quantization(&m);
+            println!("wrote {} ({}, {} tensors, {} shards, {} bytes)", out.display(), m.model_id, m.tensors.len(), m.shards.len(), m.total_bytes());
             Ok(())
         }
         Command::Convert(Convert::Reshard { model, out, shard_mib }) => {
@@ -965,6 +1030,28 @@ fn bench_sd(
         })
     );
     Ok(())
+}
+
+/// Each quantized tensor's relative RMS error (from the manifest), then a summary.
+fn print_quantization(m: &weights::Manifest) {
+    let mut errors: Vec<(&str, String, f32)> = Vec::new();
+    for t in &m.tensors {
+        if let (Some(block), Some(rel)) = (t.block, t.rel_rms) {
+            if t.part.is_none_or(|p| p.index == 0) {
+                errors.push((&t.name, format!("{:?}/{block}", t.dtype).to_lowercase(), rel));
+            }
+        }
+    }
+    if errors.is_empty() {
+        return;
+    }
+    println!("{:<64} {:>8} {:>10}", "quantized tensor", "dtype", "rel RMS");
+    for (name, how, rel) in &errors {
+        println!("{name:<64} {how:>8} {rel:>10.3e}");
+    }
+    let mean = errors.iter().map(|e| f64::from(e.2)).sum::<f64>() / errors.len() as f64;
+    let worst = errors.iter().max_by(|a, b| a.2.total_cmp(&b.2)).expect("not empty");
+    println!("{} tensors quantized: rel RMS mean {mean:.3e}, max {:.3e} ({})", errors.len(), worst.2, worst.0);
 }
 
 /// Bytes in GiB or, under one, MiB.

@@ -1,9 +1,15 @@
-//! Weight format v1: `manifest.json` plus little-endian shard files (docs/weights-format.md).
+//! Weight format v1 / v2: `manifest.json` plus little-endian shard files
+//! (docs/weights-format.md). v2 adds block-quantized tensors (`q8`, `q4`).
 
 use serde::{Deserialize, Serialize};
 
+use super::quant;
+
 pub const FORMAT_NAME: &str = "onestep-sr-weights";
+/// Float tensors only: what a writer writes when nothing is quantized (older readers keep working).
 pub const FORMAT_VERSION: u32 = 1;
+/// Adds `q8` / `q4` tensors; the newest version this build reads.
+pub const FORMAT_VERSION_QUANT: u32 = 2;
 /// Shards never exceed this: small enough to fetch, verify and cache one at a time.
 pub const MAX_SHARD_BYTES: u64 = 32 * 1024 * 1024;
 /// Tensors start at multiples of this inside a shard (aligned views, simple readers).
@@ -14,13 +20,37 @@ pub const TENSOR_ALIGN: u64 = 64;
 pub enum DType {
     F16,
     F32,
+    /// Block-wise symmetric 8-bit integers with f16 scales (format v2; layout in [`quant`]).
+    Q8,
+    /// The same with 4-bit integers.
+    Q4,
 }
 
 impl DType {
-    pub fn size(self) -> u64 {
+    pub fn bits(self) -> u64 {
         match self {
-            DType::F16 => 2,
-            DType::F32 => 4,
+            DType::F16 => 16,
+            DType::F32 => 32,
+            DType::Q8 => 8,
+            DType::Q4 => 4,
+        }
+    }
+
+    pub fn is_quantized(self) -> bool {
+        matches!(self, DType::Q8 | DType::Q4)
+    }
+
+    /// Bytes of a tensor of `shape` stored as this dtype (`block`: q8 / q4 only); `None` when
+    /// the combination is not allowed.
+    pub fn byte_len(self, shape: &[usize], block: Option<u32>) -> Option<u64> {
+        let numel = shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64))?;
+        match (self.is_quantized(), block) {
+            (false, None) => numel.checked_mul(self.bits() / 8),
+            (true, Some(block)) if quant::BLOCKS.contains(&block) && shape.len() >= 2 && numel > 0 => {
+                let rows = shape[0] as u64;
+                rows.checked_mul(quant::row_bytes(self, numel / rows, u64::from(block)))
+            }
+            _ => None,
         }
     }
 }
@@ -37,6 +67,12 @@ pub struct TensorPart {
 pub struct TensorEntry {
     pub name: String,
     pub dtype: DType,
+    /// q8 / q4: values per scale along each row (one of [`quant::BLOCKS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block: Option<u32>,
+    /// q8 / q4: the quantization's relative RMS error against the source (informative).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rel_rms: Option<f32>,
     pub shape: Vec<usize>,
     pub shard: usize,
     pub offset: u64,
@@ -85,9 +121,9 @@ impl Manifest {
         if m.format != FORMAT_NAME {
             return Err(E::Manifest(format!("format is {:?}, expected {FORMAT_NAME:?}", m.format)));
         }
-        if m.format_version != FORMAT_VERSION {
+        if !(FORMAT_VERSION..=FORMAT_VERSION_QUANT).contains(&m.format_version) {
             return Err(E::Manifest(format!(
-                "format version {} is not supported (this build reads version {FORMAT_VERSION})",
+                "format version {} is not supported (this build reads versions {FORMAT_VERSION} to {FORMAT_VERSION_QUANT})",
                 m.format_version
             )));
         }
@@ -120,7 +156,15 @@ impl Manifest {
             let shard = m.shards.get(t.shard).ok_or_else(|| {
                 E::Manifest(format!("tensor {} names shard {} of {}", t.name, t.shard, m.shards.len()))
             })?;
-            let want = t.numel() as u64 * t.dtype.size();
+            if t.dtype.is_quantized() && m.format_version < FORMAT_VERSION_QUANT {
+                return Err(E::Manifest(format!("tensor {} is {:?}, which needs format version {FORMAT_VERSION_QUANT}", t.name, t.dtype)));
+            }
+            let Some(want) = t.dtype.byte_len(&t.shape, t.block) else {
+                return Err(E::Manifest(format!(
+                    "tensor {} ({:?} {:?}) has block {:?}: q8 / q4 need a block of {:?} and a non-empty shape of 2 or more dimensions, f16 / f32 no block",
+                    t.name, t.dtype, t.shape, t.block, quant::BLOCKS
+                )));
+            };
             if t.length != want || t.offset.checked_add(t.length).is_none_or(|end| end > shard.bytes) {
                 return Err(E::Manifest(format!(
                     "tensor {} ({:?} {:?}) has length {} at offset {} in a shard of {} bytes",
@@ -133,8 +177,8 @@ impl Manifest {
     }
 }
 
-/// Every split tensor has all its parts, once each, with equal trailing dimensions; no name is
-/// used twice otherwise.
+/// Every split tensor has all its parts, once each, with equal trailing dimensions, dtype and
+/// block; no name is used twice otherwise.
 fn check_parts(m: &Manifest) -> Result<(), super::WeightsError> {
     use std::collections::BTreeMap;
     let mut seen: BTreeMap<&str, Vec<&TensorEntry>> = BTreeMap::new();
@@ -153,9 +197,10 @@ fn check_parts(m: &Manifest) -> Result<(), super::WeightsError> {
                 for (i, e) in entries.iter().enumerate() {
                     let ok = e.part == Some(TensorPart { index: i, count: first.count })
                         && !e.shape.is_empty()
-                        && e.shape[1..] == entries[0].shape[1..];
+                        && e.shape[1..] == entries[0].shape[1..]
+                        && (e.dtype, e.block) == (entries[0].dtype, entries[0].block);
                     if !ok {
-                        return Err(bad("parts are out of order or have mismatched shapes"));
+                        return Err(bad("parts are out of order or have mismatched shapes or dtypes"));
                     }
                 }
             }

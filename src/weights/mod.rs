@@ -1,4 +1,4 @@
-//! Weights: format v1 (manifest + SHA-256-checked shards), streaming loader, parameter store,
+//! Weights: format v1 / v2 (manifest + SHA-256-checked shards; v2 adds q8 / q4), streaming loader, parameter store,
 //! converters. Bytes in, device tensors out; no arithmetic on activations here.
 
 pub mod clip_tokenizer;
@@ -6,6 +6,7 @@ pub mod diffusers;
 mod error;
 pub mod loader;
 pub mod manifest;
+pub mod quant;
 pub mod store;
 pub mod torch_pickle;
 pub mod lora;

@@ -9,6 +9,7 @@
 use std::path::Path;
 
 use super::manifest::DType;
+use super::quant::{self, Plan};
 use super::writer::ShardWriter;
 use super::{Manifest, WeightsError};
 use crate::model::{RrdbNetConfig, SrVggNetConfig};
@@ -35,6 +36,16 @@ impl NcnnLayer {
                 .parse()
                 .map_err(|_| self.error(format!("parameter {key}={v} is not an integer"))),
         }
+    }
+
+    /// A channel count, element count or factor: not negative, and small enough that
+    /// products of a few of them cannot overflow.
+    fn size(&self, key: i32, default: i64) -> Result<usize, WeightsError> {
+        let v = self.int(key, default)?;
+        if !(0..=1 << 24).contains(&v) {
+            return Err(self.error(format!("parameter {key}={v} is out of range for a size")));
+        }
+        Ok(v as usize)
     }
 
     fn float(&self, key: i32, default: f32) -> Result<f32, WeightsError> {
@@ -313,16 +324,16 @@ pub fn recognise(layers: &[NcnnLayer]) -> Result<Architecture, WeightsError> {
         (Some(f), Some(l)) if convs.len() >= 3 => (*f, *l),
         _ => return Err(err(&format!("{} convolutions", convs.len()))),
     };
-    let num_feat = first.int(0, 0)? as usize;
-    let num_in_ch = first.int(6, 0)? as usize / (num_feat * 9).max(1);
+    let num_feat = first.size(0, 0)?;
+    let num_in_ch = first.size(6, 0)? / (num_feat * 9).max(1);
     let has = |kind: &str| layers.iter().any(|l| l.kind == kind);
     if has("PixelShuffle") || has("PReLU") {
         let shuffle = layers.iter().find(|l| l.kind == "PixelShuffle").ok_or_else(|| err("PReLU layers but no PixelShuffle"))?;
-        let upscale = shuffle.int(0, 1)? as usize;
+        let upscale = shuffle.size(0, 1)?.min(1 << 10);
         if upscale == 0 {
             return Err(shuffle.error("upscale factor 0".into()));
         }
-        let num_out_ch = last.int(0, 0)? as usize / (upscale * upscale);
+        let num_out_ch = last.size(0, 0)? / (upscale * upscale);
         // The x2 / x3 graphs end with a bicubic Interp of the x4 output.
         let resize = layers.iter().rev().find(|l| l.kind == "Interp").filter(|l| l.int(0, 0).ok() == Some(INTERP_BICUBIC));
         let scale = match resize {
@@ -331,10 +342,10 @@ pub fn recognise(layers: &[NcnnLayer]) -> Result<Architecture, WeightsError> {
         };
         Ok(Architecture::Compact(SrVggNetConfig { num_in_ch, num_out_ch, num_feat, num_conv: convs.len() - 2, upscale, scale }))
     } else if has("Concat") {
-        let num_grow_ch = convs[1].int(0, 0)? as usize;
+        let num_grow_ch = convs[1].size(0, 0)?;
         // 6 + 15 per block; a missing or extra layer is found and named by the check.
         let num_block = ((convs.len().saturating_sub(6)) as f64 / 15.0).round().max(1.0) as usize;
-        let num_out_ch = last.int(0, 0)? as usize;
+        let num_out_ch = last.size(0, 0)?;
         Ok(Architecture::Rrdb(RrdbNetConfig { num_in_ch, num_out_ch, scale: 4, num_feat, num_block, num_grow_ch }))
     } else {
         Err(err("neither PixelShuffle (SRVGGNetCompact) nor Concat (RRDBNet) layers"))
@@ -441,8 +452,9 @@ pub fn read_model(
 }
 
 /// Convert `param` + `bin` into format v1 in `out` (the architecture recognised from the
-/// graph). `model_id` defaults to the .param file's stem.
-pub fn convert(param: &Path, bin: &Path, out: &Path, model_id: Option<&str>) -> Result<Manifest, WeightsError> {
+/// graph; v2 with `quantize`: every convolution but the first and the last quantized, biases
+/// and PReLU slopes kept). `model_id` defaults to the .param file's stem.
+pub fn convert(param: &Path, bin: &Path, out: &Path, model_id: Option<&str>, quantize: Option<Plan>) -> Result<Manifest, WeightsError> {
     fn io(p: &Path) -> impl Fn(std::io::Error) -> WeightsError + '_ {
         move |source| WeightsError::Io { path: p.display().to_string(), source }
     }
@@ -450,16 +462,30 @@ pub fn convert(param: &Path, bin: &Path, out: &Path, model_id: Option<&str>) -> 
     let data = std::fs::read(bin).map_err(io(bin))?;
     // Atomic: nothing appears at `out` unless the whole model converts.
     let mut writer = ShardWriter::create(out)?;
-    let arch = read_model(&text, &data, &bin.display().to_string(), &mut |name, dtype, shape, bytes| writer.add(name, dtype, shape, bytes))?;
+    let mut tensors = Vec::new();
+    let arch = read_model(&text, &data, &bin.display().to_string(), &mut |name, dtype, shape, bytes| {
+        tensors.push((name.to_string(), dtype, shape.to_vec(), bytes.to_vec()));
+        Ok(())
+    })?;
+    let weights: Vec<&str> = tensors.iter().filter(|t| t.2.len() >= 2).map(|t| t.0.as_str()).collect();
+    let (first, last) = (weights.first().copied().unwrap_or(""), weights.last().copied().unwrap_or(""));
+    for (name, dtype, shape, bytes) in &tensors {
+        match quantize.and_then(|p| p.quant(quant::gan_role(name, shape, first, last))) {
+            Some(q) => {
+                let values = quant::float_values(*dtype, bytes).map_err(|e| WeightsError::Convert(format!("{name}: {e}")))?;
+                writer.add_quantized(name, shape, &values, q)?;
+            }
+            None => writer.add(name, *dtype, shape, bytes)?,
+        }
+    }
     let stem = param.file_stem().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
-    writer.finish(
-        model_id.unwrap_or(&stem),
-        arch.name(),
-        arch.config(),
-        serde_json::json!({
-            "converter": "onestep convert ncnn",
-            "param": param.file_name().map(|f| f.to_string_lossy().into_owned()),
-            "bin": bin.file_name().map(|f| f.to_string_lossy().into_owned()),
-        }),
-    )
+    let mut source = serde_json::json!({
+        "converter": "onestep convert ncnn",
+        "param": param.file_name().map(|f| f.to_string_lossy().into_owned()),
+        "bin": bin.file_name().map(|f| f.to_string_lossy().into_owned()),
+    });
+    if let Some(p) = quantize {
+        source["quantize"] = p.mode.to_string().into();
+    }
+    writer.finish(model_id.unwrap_or(&stem), arch.name(), arch.config(), source)
 }

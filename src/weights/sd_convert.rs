@@ -8,7 +8,8 @@
 //!   the text encoder in f32 and stored as `text_embedding`; the text encoder is not shipped.
 //!
 //! Tensors: `unet.…` and `vae.…` under diffusers' names, `text_embedding`. Stored in f16 (the
-//! format's rule) or, with `StoreDType::F32`, in f32 (exact parity checks).
+//! format's rule) or, with `StoreDType::F32`, in f32 (exact parity checks); with a quantization
+//! plan, the UNet's convolutions and linears (and with `q8` the VAE's) in q8 / q4 ([`role`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use super::clip_tokenizer::ClipTokenizer;
 use super::diffusers::load_component;
 use super::lora::{PEFT_DEFAULT_ALPHA, adapter_names, check_targets, merge_peft};
 use super::manifest::Manifest;
+use super::quant::{Plan, Role};
 use super::torch_pickle::{HostTensor, TorchCheckpoint};
 use super::writer::ShardWriter;
 use super::{ParamStore, WeightsError};
@@ -42,6 +44,8 @@ pub struct SdConvertOptions {
     pub prompt: Option<String>,
     pub model_id: Option<String>,
     pub dtype: StoreDType,
+    /// `--quantize`: which tensors are stored as q8 / q4 (format v2); `None`: all in `dtype`.
+    pub quantize: Option<Plan>,
 }
 
 const OSEDIFF_UNET_ADAPTERS: [&str; 3] = ["default_encoder", "default_decoder", "default_others"];
@@ -141,8 +145,41 @@ pub fn prompt_embedding(base: &Path, prompt: &str) -> Result<(Vec<usize>, Vec<f3
     Ok((shape, values))
 }
 
-fn write_tensor(w: &mut ShardWriter, name: &str, shape: &[usize], values: &[f32], dtype: StoreDType) -> Result<(), WeightsError> {
-    match dtype {
+/// How the quantization rules see the tensor `name` (with its `unet.` / `vae.` prefix): the
+/// UNet's and the VAE's first and last convolutions, the VAE's latent projections, norms,
+/// biases, the semantic LoRA and the prompt embedding are kept.
+pub fn role(name: &str, shape: &[usize]) -> Role {
+    const KEEP: [&str; 6] = [
+        "unet.conv_in.weight",
+        "unet.conv_out.weight",
+        "vae.encoder.conv_in.weight",
+        "vae.decoder.conv_out.weight",
+        "vae.quant_conv.weight",
+        "vae.post_quant_conv.weight",
+    ];
+    if shape.len() < 2 || KEEP.contains(&name) || name.contains(".lora_A.") || name.contains(".lora_B.") {
+        Role::Keep
+    } else if name.starts_with("vae.") {
+        Role::Vae
+    } else if name.starts_with("unet.") && (name.ends_with(".attn2.to_k.weight") || name.ends_with(".attn2.to_v.weight")) {
+        Role::Text
+    } else if name.starts_with("unet.") {
+        Role::Main
+    } else {
+        Role::Keep
+    }
+}
+
+struct Store {
+    dtype: StoreDType,
+    quantize: Option<Plan>,
+}
+
+fn write_tensor(w: &mut ShardWriter, name: &str, shape: &[usize], values: &[f32], how: &Store) -> Result<(), WeightsError> {
+    if let Some(q) = how.quantize.and_then(|p| p.quant(role(name, shape))) {
+        return w.add_quantized(name, shape, values, q).map(drop);
+    }
+    match how.dtype {
         StoreDType::F16 => w.add_f16(name, shape, values),
         StoreDType::F32 => w.add_f32(name, shape, values),
     }
@@ -156,11 +193,11 @@ fn write_component(
     listing: Vec<(String, Vec<usize>)>,
     prefix: &str,
     dir: &Path,
-    dtype: StoreDType,
+    how: &Store,
 ) -> Result<(), WeightsError> {
     for (name, shape) in listing {
         let values = store.take_values(&name, &shape).map_err(in_file(dir))?;
-        write_tensor(w, &format!("{prefix}.{name}"), &shape, &values, dtype)?;
+        write_tensor(w, &format!("{prefix}.{name}"), &shape, &values, how)?;
     }
     let lora: Vec<(String, Vec<usize>)> = store
         .remaining()
@@ -169,7 +206,7 @@ fn write_component(
         .collect();
     for (name, shape) in lora {
         let values = store.take_values(&name, &shape)?;
-        write_tensor(w, &format!("{prefix}.{name}"), &shape, &values, dtype)?;
+        write_tensor(w, &format!("{prefix}.{name}"), &shape, &values, how)?;
     }
     store.finish().map_err(in_file(dir))
 }
@@ -232,12 +269,13 @@ pub fn convert_sd(opts: &SdConvertOptions) -> Result<Manifest, WeightsError> {
 
     let config = OneStepConfig { method: opts.method, scale: 4, prompt: prompt.clone(), unet: unet_cfg.clone(), vae: vae_cfg.clone(), sem_lora };
     let mut w = ShardWriter::create(&opts.out)?;
-    write_component(&mut w, unet, unet_cfg.tensor_shapes(), "unet", &unet_dir, opts.dtype)?;
-    write_component(&mut w, vae, vae_cfg.tensor_shapes(), "vae", &vae_dir, opts.dtype)?;
-    write_tensor(&mut w, "text_embedding", &emb_shape, &emb, opts.dtype)?;
+    let how = Store { dtype: opts.dtype, quantize: opts.quantize };
+    write_component(&mut w, unet, unet_cfg.tensor_shapes(), "unet", &unet_dir, &how)?;
+    write_component(&mut w, vae, vae_cfg.tensor_shapes(), "vae", &vae_dir, &how)?;
+    write_tensor(&mut w, "text_embedding", &emb_shape, &emb, &how)?;
     let arch = opts.method.architecture();
     let model_id = opts.model_id.clone().unwrap_or_else(|| arch.to_string());
-    let source = serde_json::json!({
+    let mut source = serde_json::json!({
         "converter": "onestep convert sd",
         "base": opts.base.display().to_string(),
         "lora": opts.lora.display().to_string(),
@@ -247,6 +285,9 @@ pub fn convert_sd(opts: &SdConvertOptions) -> Result<Manifest, WeightsError> {
             Method::PisaSr => vec!["unet conv_in", "unet pixel LoRA"],
         },
     });
+    if let Some(p) = opts.quantize {
+        source["quantize"] = p.mode.to_string().into();
+    }
     let config = serde_json::to_value(&config).expect("config serialises");
     w.finish(&model_id, arch, config, source)
 }

@@ -8,7 +8,10 @@ use std::sync::atomic::AtomicBool;
 use burn::tensor::{DType as BurnDType, Device, Tensor, TensorData};
 
 use super::manifest::{DType, Manifest};
-use super::WeightsError;
+use super::{WeightsError, quant};
+
+/// Largest packed piece of a q8 / q4 tensor dequantized at once (the browser's block size).
+const QUANT_BLOCK_BYTES: u64 = 4 << 20;
 
 pub struct ParamStore {
     device: Device,
@@ -123,7 +126,8 @@ impl ParamStore {
         &self.device
     }
 
-    /// Upload the tensors of one verified shard (widened to the device's float dtype).
+    /// Upload the tensors of one verified shard (widened, or dequantized, to the device's float
+    /// dtype).
     pub fn insert_shard(&mut self, manifest: &Manifest, shard: usize, bytes: &[u8]) -> Result<(), WeightsError> {
         self.insert_shard_blocks(manifest, shard, u64::MAX, &mut |offset, length| {
             bytes[offset as usize..(offset + length) as usize].to_vec()
@@ -143,23 +147,33 @@ impl ParamStore {
         read: &mut dyn FnMut(u64, u64) -> Vec<u8>,
     ) -> Result<(), WeightsError> {
         for t in manifest.tensors.iter().filter(|t| t.shard == shard) {
-            let dtype = match t.dtype {
-                DType::F16 => BurnDType::F16,
-                DType::F32 => BurnDType::F32,
-            };
             let rows = t.shape.first().copied().unwrap_or(1).max(1);
             let row_bytes = t.length / rows as u64;
+            // Unpacking makes device temporaries several times the packed size: bounded blocks.
+            let max_block = if t.dtype.is_quantized() { max_block.min(QUANT_BLOCK_BYTES) } else { max_block };
             let rows_per_block = ((max_block / row_bytes.max(1)) as usize).clamp(1, rows);
             let blocks = self.parts.entry(t.name.clone()).or_default();
             for r0 in (0..rows).step_by(rows_per_block) {
                 let n = rows_per_block.min(rows - r0);
                 let raw = read(t.offset + r0 as u64 * row_bytes, n as u64 * row_bytes);
-                let numel = raw.len() / t.dtype.size() as usize;
                 let mut shape = t.shape.clone();
                 if let Some(first) = shape.first_mut() {
                     *first = n;
                 }
-                blocks.push((shape, Tensor::<1>::from_data(TensorData::from_bytes_vec(raw, [numel], dtype), &self.device)));
+                let float = |raw: Vec<u8>, dtype, size| {
+                    let numel = raw.len() / size;
+                    Tensor::<1>::from_data(TensorData::from_bytes_vec(raw, [numel], dtype), &self.device)
+                };
+                let tensor = match (t.dtype, t.block) {
+                    (DType::F16, _) => float(raw, BurnDType::F16, 2),
+                    (DType::F32, _) => float(raw, BurnDType::F32, 4),
+                    (dtype, block) => {
+                        let block = block.ok_or_else(|| WeightsError::Manifest(format!("tensor {} is {dtype:?} without a block", t.name)))?;
+                        let k = t.numel() / t.shape[0];
+                        quant::dequantize(&raw, quant::Quant { dtype, block }, n, k, &self.device)
+                    }
+                };
+                blocks.push((shape, tensor));
             }
             // Row blocks in order: their flat concatenation is the whole tensor.
             if t.part.is_none_or(|p| p.index + 1 == p.count) {

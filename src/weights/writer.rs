@@ -1,5 +1,5 @@
-//! Writes format v1: tensors are packed in order into shards of at most 32 MiB; larger
-//! tensors are split into blocks of rows. Atomic: everything goes into a hidden sibling folder,
+//! Writes format v1 (v2 when a tensor is quantized): tensors are packed in order into shards of
+//! at most 32 MiB; larger tensors are split into blocks of rows. Atomic: everything goes into a hidden sibling folder,
 //! the manifest last, and that folder is renamed to the target only when complete; a writer
 //! dropped before [`ShardWriter::finish`] (an error, a panic) removes it. A killed conversion
 //! leaves the previous model or nothing, never a manifest whose shards are missing.
@@ -9,10 +9,19 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::manifest::{
-    DType, FORMAT_NAME, FORMAT_VERSION, MAX_SHARD_BYTES, Manifest, ShardEntry, TENSOR_ALIGN,
-    TensorEntry, TensorPart,
+    DType, FORMAT_NAME, FORMAT_VERSION, FORMAT_VERSION_QUANT, MAX_SHARD_BYTES, Manifest, ShardEntry,
+    TENSOR_ALIGN, TensorEntry, TensorPart,
 };
+use super::quant::{self, Plan, Quant};
 use super::WeightsError;
+
+/// How one tensor's bytes are stored (the manifest entry's `dtype`, `block`, `rel_rms`).
+#[derive(Clone, Copy)]
+struct Encoding {
+    dtype: DType,
+    block: Option<u32>,
+    rel_rms: Option<f32>,
+}
 
 pub struct ShardWriter {
     /// The target folder; `dir` is where the shards go until `finish`.
@@ -54,16 +63,31 @@ impl ShardWriter {
         self
     }
 
-    /// Append one tensor (`data` is little-endian `dtype`). A tensor larger than a shard is
-    /// split into blocks of rows of at most one shard each (see [`TensorPart`]).
+    /// Append one float tensor (`data` is little-endian `dtype`). A tensor larger than a shard
+    /// is split into blocks of rows of at most one shard each (see [`TensorPart`]).
     pub fn add(&mut self, name: &str, dtype: DType, shape: &[usize], data: &[u8]) -> Result<(), WeightsError> {
+        if dtype.is_quantized() {
+            return Err(WeightsError::Convert(format!("tensor {name}: {dtype:?} data goes through add_quantized")));
+        }
+        self.add_encoded(name, Encoding { dtype, block: None, rel_rms: None }, shape, data)
+    }
+
+    /// Quantize `values` (shape `shape`, at least 2 dimensions) as `q` along each row and
+    /// append them; returns the relative RMS error (also stored in the manifest).
+    pub fn add_quantized(&mut self, name: &str, shape: &[usize], values: &[f32], q: Quant) -> Result<f32, WeightsError> {
+        let rows = if shape.len() >= 2 { shape[0] } else { 0 };
+        let (data, rel) = quant::quantize(values, rows, q).map_err(|e| WeightsError::Convert(format!("tensor {name} {shape:?}: {e}")))?;
+        self.add_encoded(name, Encoding { dtype: q.dtype, block: Some(q.block), rel_rms: Some(rel) }, shape, &data)?;
+        Ok(rel)
+    }
+
+    fn add_encoded(&mut self, name: &str, enc: Encoding, shape: &[usize], data: &[u8]) -> Result<(), WeightsError> {
         let length = data.len() as u64;
-        let numel: usize = shape.iter().product();
-        if length != numel as u64 * dtype.size() {
-            return Err(WeightsError::Convert(format!("tensor {name}: {length} bytes for shape {shape:?}")));
+        if enc.dtype.byte_len(shape, enc.block) != Some(length) {
+            return Err(WeightsError::Convert(format!("tensor {name}: {length} bytes for shape {shape:?} in {:?}", enc.dtype)));
         }
         if length <= self.max_shard {
-            return self.push(name, dtype, shape, data, None);
+            return self.push(name, enc, shape, data, None);
         }
         let row_bytes = length / shape[0] as u64;
         let rows_per_part = (self.max_shard / row_bytes.max(1)) as usize;
@@ -76,12 +100,12 @@ impl ShardWriter {
         for (index, rows) in data.chunks(rows_per_part * row_bytes as usize).enumerate() {
             let mut part_shape = shape.to_vec();
             part_shape[0] = rows.len() / row_bytes as usize;
-            self.push(name, dtype, &part_shape, rows, Some(TensorPart { index, count }))?;
+            self.push(name, enc, &part_shape, rows, Some(TensorPart { index, count }))?;
         }
         Ok(())
     }
 
-    fn push(&mut self, name: &str, dtype: DType, shape: &[usize], data: &[u8], part: Option<TensorPart>) -> Result<(), WeightsError> {
+    fn push(&mut self, name: &str, enc: Encoding, shape: &[usize], data: &[u8], part: Option<TensorPart>) -> Result<(), WeightsError> {
         let length = data.len() as u64;
         let offset = (self.current.len() as u64).next_multiple_of(TENSOR_ALIGN);
         if offset + length > self.max_shard {
@@ -92,7 +116,9 @@ impl ShardWriter {
         self.current.extend_from_slice(data);
         self.tensors.push(TensorEntry {
             name: name.to_string(),
-            dtype,
+            dtype: enc.dtype,
+            block: enc.block,
+            rel_rms: enc.rel_rms,
             shape: shape.to_vec(),
             shard: self.shards.len(),
             offset,
@@ -137,9 +163,10 @@ impl ShardWriter {
         source: serde_json::Value,
     ) -> Result<Manifest, WeightsError> {
         self.flush()?;
+        let quantized = self.tensors.iter().any(|t| t.dtype.is_quantized());
         let manifest = Manifest {
             format: FORMAT_NAME.into(),
-            format_version: FORMAT_VERSION,
+            format_version: if quantized { FORMAT_VERSION_QUANT } else { FORMAT_VERSION },
             model_id: model_id.into(),
             architecture: architecture.into(),
             config,
@@ -168,10 +195,13 @@ impl Drop for ShardWriter {
     }
 }
 
-/// Write the model in `src` (a converted directory) again into `out` with shards of at most
-/// `max_shard` bytes; tensors split into row blocks are joined first. Every source shard is
-/// checked against its SHA-256.
-pub fn reshard(src: &Path, out: &Path, max_shard: u64) -> Result<Manifest, WeightsError> {
+/// Read the model in `src` (every shard checked against its SHA-256) and hand each tensor to
+/// `f` in model order, with the row-block parts of a split tensor joined (rows are
+/// self-contained in every dtype, so the parts' bytes joined are the tensor's).
+fn each_tensor(
+    src: &Path,
+    f: &mut dyn FnMut(&TensorEntry, &[usize], &[u8]) -> Result<(), WeightsError>,
+) -> Result<Manifest, WeightsError> {
     let manifest = super::loader::read_manifest(src)?;
     let count = manifest.shards.len();
     let mut shards = Vec::with_capacity(count);
@@ -181,22 +211,65 @@ pub fn reshard(src: &Path, out: &Path, max_shard: u64) -> Result<Manifest, Weigh
         super::verify_shard(i, count, s, &bytes)?;
         shards.push(bytes);
     }
-    let mut w = ShardWriter::create(out)?.with_max_shard(max_shard);
-    let mut pending: Option<(String, DType, Vec<usize>, Vec<u8>)> = None;
+    let mut pending: Option<(Vec<usize>, Vec<u8>)> = None;
     for t in &manifest.tensors {
         let data = &shards[t.shard][t.offset as usize..(t.offset + t.length) as usize];
         match t.part {
-            None => w.add(&t.name, t.dtype, &t.shape, data)?,
+            None => f(t, &t.shape, data)?,
             Some(part) => {
-                let (_, _, shape, bytes) = pending.get_or_insert_with(|| (t.name.clone(), t.dtype, { let mut s = t.shape.clone(); s[0] = 0; s }, Vec::new()));
+                let (shape, bytes) = pending.get_or_insert_with(|| ({ let mut s = t.shape.clone(); s[0] = 0; s }, Vec::new()));
                 shape[0] += t.shape[0];
                 bytes.extend_from_slice(data);
                 if part.index + 1 == part.count {
-                    let (name, dtype, shape, bytes) = pending.take().expect("just filled");
-                    w.add(&name, dtype, &shape, &bytes)?;
+                    let (shape, bytes) = pending.take().expect("just filled");
+                    f(t, &shape, &bytes)?;
                 }
             }
         }
     }
-    w.finish(&manifest.model_id, &manifest.architecture, manifest.config.clone(), manifest.source.clone())
+    Ok(manifest)
+}
+
+/// Write the model in `src` (a converted directory) again into `out` with shards of at most
+/// `max_shard` bytes; tensors split into row blocks are joined first.
+pub fn reshard(src: &Path, out: &Path, max_shard: u64) -> Result<Manifest, WeightsError> {
+    let mut w = ShardWriter::create(out)?.with_max_shard(max_shard);
+    let m = each_tensor(src, &mut |t, shape, data| {
+        w.add_encoded(&t.name, Encoding { dtype: t.dtype, block: t.block, rel_rms: t.rel_rms }, shape, data)
+    })?;
+    w.finish(&m.model_id, &m.architecture, m.config.clone(), m.source.clone())
+}
+
+/// Write the float model in `src` again into `out` quantized as `plan` says, by the rules of
+/// its converter (Real-ESRGAN: [`quant::gan_role`]; OSEDiff / PiSA-SR:
+/// [`super::sd_convert::role`]); `source.quantize` records the mode. `model_id` defaults to
+/// the source's with `-{mode}` appended (a cache and a catalog tell the two apart by it).
+pub fn quantize_model(src: &Path, out: &Path, plan: Plan, model_id: Option<&str>) -> Result<Manifest, WeightsError> {
+    let m = super::loader::read_manifest(src)?;
+    let weights: Vec<&str> = m.tensors.iter().filter(|t| t.shape.len() >= 2).map(|t| t.name.as_str()).collect();
+    let (first, last) = (weights.first().copied().unwrap_or(""), weights.last().copied().unwrap_or(""));
+    let sd = match m.architecture.as_str() {
+        "rrdbnet" | "srvgg" => false,
+        "osediff" | "pisa-sr" => true,
+        other => return Err(WeightsError::Convert(format!("no quantization rules for architecture {other:?}"))),
+    };
+    let mut w = ShardWriter::create(out)?;
+    each_tensor(src, &mut |t, shape, data| {
+        let role = if sd { super::sd_convert::role(&t.name, shape) } else { quant::gan_role(&t.name, shape, first, last) };
+        match plan.quant(role) {
+            Some(q) => {
+                let values = quant::float_values(t.dtype, data).map_err(|e| WeightsError::Convert(format!("{}: {e}", t.name)))?;
+                w.add_quantized(&t.name, shape, &values, q).map(drop)
+            }
+            None => w.add_encoded(&t.name, Encoding { dtype: t.dtype, block: t.block, rel_rms: t.rel_rms }, shape, data),
+        }
+    })?;
+    let mut source = m.source.clone();
+    if let Some(o) = source.as_object_mut() {
+        o.insert("quantize".into(), plan.mode.to_string().into());
+    } else {
+        source = serde_json::json!({ "from": source, "quantize": plan.mode.to_string() });
+    }
+    let id = model_id.map_or_else(|| format!("{}-{}", m.model_id, plan.mode), str::to_string);
+    w.finish(&id, &m.architecture, m.config.clone(), source)
 }

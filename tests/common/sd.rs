@@ -72,6 +72,7 @@ pub fn convert(method: Method, dtype: StoreDType, out: &Path) -> weights::Manife
         prompt: None,
         model_id: None,
         dtype,
+        quantize: None,
     })
     .unwrap()
 }

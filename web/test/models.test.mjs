@@ -5,6 +5,9 @@
 // every channel within 1 level, the size exact (x2 and x3 models give 2x and 3x). Then the page and the element
 // with models of scale 2 and 3: the picker's groups and sizes, output scales never above the
 // model's, and `<onestep-upscaler model="realesr-animevideov3-x3" scale="4">` giving x3.
+// Format v2 (8-bit weights, dequantized on the device): realesrgan-x4plus-q8 on the CPU
+// fallback and realesr-animevideov3-x4 quantized by `onestep convert quantize` on WebGPU give
+// the CLI's PNG of that model; the picker and the cache show the quantized size.
 // One browser for the whole file: with only SwiftShader, `backend: 'auto'` is the CPU fallback.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -16,6 +19,7 @@ import { download, openPage } from './ui.mjs';
 const ANIME = 'realesrgan/anime_64x48.png';
 const RGBA = 'realesrgan/coffee_rgba_40.png';
 const SMALL = 'realesrgan/chelsea_16.png';
+const QUANTIZED = 'realesr-animevideov3-x4-q8';
 // [model, input, backend, output size]. The RGBA case has straight alpha (bicubic, as the CLI).
 const CASES = [
   ['realesr-animevideov3-x4', ANIME, 'webgpu', [256, 192]],
@@ -27,16 +31,23 @@ const CASES = [
   ['realesr-animevideov3-x2', ANIME, 'auto', [128, 96]],
   ['realesrgan-x4plus-anime', ANIME, 'auto', [256, 192]],
   ['realesrgan-x4plus-anime', SMALL, 'webgpu', [64, 64]],
+  // Format v2: 8-bit weights dequantized on the device. On WebGPU (WGSL integer ops) the
+  // compact model quantized here: x4plus takes minutes on SwiftShader.
+  ['realesrgan-x4plus-q8', SMALL, 'auto', [64, 64]],
+  [QUANTIZED, SMALL, 'webgpu', [64, 64]],
 ];
 const ref = (model, input) => `${model}_${input.split('/').pop()}`;
+const dir = (model) => (model === QUANTIZED ? `${out}/${model}` : `models/${model}`);
+const url = (model) => (model === QUANTIZED ? `/out/${model}/manifest.json` : `/models/${model}/manifest.json`);
 let srv, out, ctx;
 
 before(async () => {
   out = scratch();
+  onestep('convert', 'quantize', 'models/realesr-animevideov3-x4', '--out', `${out}/${QUANTIZED}`, '--quantize', 'q8');
   // The references: the native CLI on burn's CPU backend, one per (model, input).
   const refs = new Map(CASES.map(([model, input]) => [ref(model, input), [model, input]]));
   for (const [model, input] of refs.values()) {
-    onestep('upscale', `tests/fixtures/${input}`, '-o', `${out}/${ref(model, input)}`, '--model', `models/${model}`, '--device', 'cpu');
+    onestep('upscale', `tests/fixtures/${input}`, '-o', `${out}/${ref(model, input)}`, '--model', dir(model), '--device', 'cpu');
   }
   srv = await server({ '/out/': out });
   ctx = await browser();
@@ -50,9 +61,9 @@ test('the compact and anime models give the native CLI\'s PNG within 1 level: We
   const page = await harness(ctx, srv.url);
   const runs = [];
   for (const [model, input, backend, size] of CASES) {
-    const r = await page.evaluate(async ({ model, input, backend }) => {
+    const r = await page.evaluate(async ({ manifest, input, backend }) => {
       const t0 = performance.now();
-      const up = await window.pkg.Upscaler.load(`/models/${model}/manifest.json`, { backend });
+      const up = await window.pkg.Upscaler.load(manifest, { backend });
       const t1 = performance.now();
       const blob = await (await fetch(`/fixtures/${input}`)).blob();
       const stages = new Set();
@@ -61,7 +72,7 @@ test('the compact and anime models give the native CLI\'s PNG within 1 level: We
       const info = up.info;
       up.free();
       return { info, type: png.type, bytes: Array.from(new Uint8Array(await png.arrayBuffer())), stages: [...stages], loadMs: Math.round(t1 - t0), runMs: Math.round(t2 - t1) };
-    }, { model, input, backend });
+    }, { manifest: url(model), input, backend });
     const d = pngDiff(Buffer.from(r.bytes), readFileSync(`${out}/${ref(model, input)}`));
     const line = { model, input, backend: r.info.backend, scale: r.info.scale, architecture: r.info.architecture, diff: d, loadMs: r.loadMs, runMs: r.runMs };
     console.log(JSON.stringify(line));
@@ -87,6 +98,13 @@ test('the compact and anime models give the native CLI\'s PNG within 1 level: We
   });
   assert.match(refused, /at most the model's 2/);
   assert.ok(runs.length === CASES.length);
+  // The quantized model is cached as its quantized shards: about half of x4plus's 33.4 MB.
+  const q8 = JSON.parse(readFileSync(`${root}/models/realesrgan-x4plus-q8/manifest.json`, 'utf8'));
+  const total = q8.shards.reduce((n, s) => n + s.bytes, 0);
+  const cached = await page.evaluate(async () => (await window.pkg.Upscaler.cached()).find((c) => c.modelId === 'realesrgan-x4plus-q8'));
+  assert.equal(q8.format_version, 2);
+  assert.ok(total <= 17_500_000, `${total} bytes`);
+  assert.deepEqual([cached?.bytes, cached?.complete], [total, true], JSON.stringify(cached));
 });
 
 test('the page offers the models in groups with their sizes, and output scales up to the chosen model\'s', async () => {
@@ -98,12 +116,13 @@ test('the page offers the models in groups with their sizes, and output scales u
   })));
   console.log(JSON.stringify(picker));
   const ids = (group) => picker.find((g) => g.group === group)?.models.map(([id]) => id);
-  assert.deepEqual(ids('Photos'), ['realesrgan-x4plus']);
+  assert.deepEqual(ids('Photos'), ['realesrgan-x4plus', 'realesrgan-x4plus-q8']);
   assert.deepEqual(ids('Anime and drawings'), ['realesrgan-x4plus-anime', 'realesr-animevideov3-x4', 'realesr-animevideov3-x3', 'realesr-animevideov3-x2']);
   const text = Object.fromEntries(picker.flatMap((g) => g.models));
   assert.match(text['realesr-animevideov3-x2'], /anime video v3 x2 — .*2x.*, 1\.2 MB$/);
   assert.match(text['realesrgan-x4plus-anime'], /x4plus anime — .*, 8\.9 MB$/);
   assert.match(text['realesrgan-x4plus'], /33\.4 MB$/);
+  assert.match(text['realesrgan-x4plus-q8'], /x4plus q8 — .*, 17\.3 MB$/);
   const scales = () => page.evaluate(() => [...document.querySelectorAll('#scale option')].map((o) => [o.value, o.textContent]));
   assert.equal(await page.locator('#model').inputValue(), 'realesr-animevideov3-x2');
   assert.deepEqual(await scales(), [['', "x2 (the model's)"], ['1.5', 'x1.5 (downscaled)'], ['1', 'x1 (downscaled)']]);
