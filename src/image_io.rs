@@ -39,34 +39,8 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, ImageError> {
 }
 
 pub fn decode_with_limit(bytes: &[u8], max_pixels: u64) -> Result<Decoded, ImageError> {
-    if bytes.is_empty() {
-        return Err(ImageError::Empty);
-    }
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| ImageError::Corrupt(e.to_string()))?;
-    // Our own size check comes first (the header is read without allocating pixels); the
-    // library's default limits would refuse a large header with a vaguer message.
-    reader.no_limits();
-    match reader.format() {
-        Some(ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP) => {}
-        Some(other) => return Err(ImageError::Unsupported { format: format!("{other:?}") }),
-        None => return Err(ImageError::UnknownFormat),
-    }
-    if let Ok(size) = imagesize::blob_size(bytes) {
-        check_size(size.width as u64, size.height as u64, max_pixels)?;
-    }
-    match reader.format() {
-        Some(ImageFormat::Jpeg) => check_jpeg_complete(bytes)?,
-        Some(ImageFormat::WebP) => check_webp_complete(bytes)?,
-        _ => {} // the PNG decoder reports a short IDAT stream itself
-    }
-    let mut decoder = reader.into_decoder().map_err(corrupt)?;
+    let (_, mut decoder) = open(bytes, max_pixels, true)?;
     let (width, height) = decoder.dimensions();
-    if width == 0 || height == 0 {
-        return Err(ImageError::Corrupt(format!("the header says {width}x{height} pixels")));
-    }
-    check_size(width as u64, height as u64, max_pixels)?;
     let mut limits = image::Limits::default();
     // Enough for the pixels at 16 bits per channel with alpha, and nothing more.
     limits.max_alloc = Some(width as u64 * height as u64 * 8 + (1 << 20));
@@ -126,6 +100,66 @@ fn check_webp_complete(bytes: &[u8]) -> Result<(), ImageError> {
         return Err(ImageError::Truncated(format!("WebP has {} of its {declared} bytes", bytes.len())));
     }
     Ok(())
+}
+
+/// What an image's header says, read without decoding a pixel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Upright (after the EXIF orientation), as [`decode`] gives it.
+    pub width: u32,
+    pub height: u32,
+    /// "png", "jpeg" or "webp".
+    pub format: &'static str,
+}
+
+/// The header of a PNG, JPEG or WebP image with [`decode_with_limit`]'s checks on its format and
+/// size; `bytes` may be only the file's beginning.
+pub fn probe(bytes: &[u8], max_pixels: u64) -> Result<Header, ImageError> {
+    use image::metadata::Orientation as O;
+    let (format, mut decoder) = open(bytes, max_pixels, false)?;
+    let (w, h) = decoder.dimensions();
+    let turned = matches!(decoder.orientation(), Ok(O::Rotate90 | O::Rotate270 | O::Rotate90FlipH | O::Rotate270FlipH));
+    let (width, height) = if turned { (h, w) } else { (w, h) };
+    let format = match format {
+        ImageFormat::Png => "png",
+        ImageFormat::Jpeg => "jpeg",
+        _ => "webp",
+    };
+    Ok(Header { width, height, format })
+}
+
+/// A decoder for a PNG, JPEG or WebP image whose header's size is within `max_pixels`; no
+/// pixel is decoded yet. `whole`: `bytes` must be the whole file (a cut-off one is refused).
+fn open(bytes: &[u8], max_pixels: u64, whole: bool) -> Result<(ImageFormat, impl ImageDecoder + '_), ImageError> {
+    if bytes.is_empty() {
+        return Err(ImageError::Empty);
+    }
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| ImageError::Corrupt(e.to_string()))?;
+    // Our own size check comes first (the header is read without allocating pixels); the
+    // library's default limits would refuse a large header with a vaguer message.
+    reader.no_limits();
+    let format = match reader.format() {
+        Some(f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP)) => f,
+        Some(other) => return Err(ImageError::Unsupported { format: format!("{other:?}") }),
+        None => return Err(ImageError::UnknownFormat),
+    };
+    if let Ok(size) = imagesize::blob_size(bytes) {
+        check_size(size.width as u64, size.height as u64, max_pixels)?;
+    }
+    match format {
+        ImageFormat::Jpeg if whole => check_jpeg_complete(bytes)?,
+        ImageFormat::WebP if whole => check_webp_complete(bytes)?,
+        _ => {} // the PNG decoder reports a short IDAT stream itself
+    }
+    let decoder = reader.into_decoder().map_err(corrupt)?;
+    let (width, height) = decoder.dimensions();
+    if width == 0 || height == 0 {
+        return Err(ImageError::Corrupt(format!("the header says {width}x{height} pixels")));
+    }
+    check_size(width as u64, height as u64, max_pixels)?;
+    Ok((format, decoder))
 }
 
 fn check_size(width: u64, height: u64, max_pixels: u64) -> Result<(), ImageError> {

@@ -160,11 +160,9 @@ fn the_recorded_error_is_the_decoded_error() {
 fn hostile_quantized_manifests_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (good, _) = write_exact(&dir.path().join("good"));
-    let text = serde_json::to_value(&good).unwrap();
     let idx = |name: &str| good.tensors.iter().position(|t| t.name == name).unwrap();
     let (q8, q4, big1, bias) = (idx("conv_q8"), idx("conv_q4"), idx("big") + 1, idx("bias"));
-    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
-    let cases: Vec<(&str, Edit, &str)> = vec![
+    let cases: Vec<common::ManifestCase> = vec![
         ("block-48", Box::new(move |m| m["tensors"][q8]["block"] = 48.into()), "need a block"),
         ("no-block", Box::new(move |m| m["tensors"][q8].as_object_mut().unwrap().remove("block").map(drop).unwrap()), "need a block"),
         ("f16-block", Box::new(move |m| m["tensors"][bias]["block"] = 32.into()), "need a block"),
@@ -178,18 +176,7 @@ fn hostile_quantized_manifests_are_refused() {
         ("part-block", Box::new(move |m| m["tensors"][big1]["block"] = 128.into()), "mismatched"),
         ("q16", Box::new(move |m| m["tensors"][q8]["dtype"] = "q16".into()), "unknown variant"),
     ];
-    for (name, edit, want) in cases {
-        let case = dir.path().join(name);
-        std::fs::create_dir(&case).unwrap();
-        let mut m = text.clone();
-        edit(&mut m);
-        std::fs::write(case.join("manifest.json"), serde_json::to_string(&m).unwrap()).unwrap();
-        let err = match weights::load_dir(&case, &common::cpu(), &mut |_| {}) {
-            Ok(_) => panic!("{name}: loaded"),
-            Err(e) => e.to_string(),
-        };
-        assert!(err.contains(want), "{name}: {err}");
-    }
+    common::assert_manifests_refused(dir.path(), &good, cases);
 }
 
 /// Nothing quantized: still format v1, readable by older builds.

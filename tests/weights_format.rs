@@ -173,8 +173,7 @@ fn uploading_in_row_blocks_gives_the_same_tensors() {
 fn hostile_manifests_are_refused_before_any_shard_is_read() {
     let dir = tempfile::tempdir().unwrap();
     let good = write_tiny(&dir.path().join("good"));
-    let text = serde_json::to_value(&good).unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+    let cases: Vec<common::ManifestCase> = vec![
         ("dotdot", Box::new(|m| m["shards"][0]["file"] = "..".into()), "not a plain file name"),
         ("parent", Box::new(|m| m["shards"][0]["file"] = "../secret.bin".into()), "not a plain file name"),
         ("absolute", Box::new(|m| m["shards"][0]["file"] = "/etc/passwd".into()), "not a plain file name"),
@@ -190,15 +189,7 @@ fn hostile_manifests_are_refused_before_any_shard_is_read() {
             m["tensors"].as_array_mut().unwrap().push(t);
         }), "listed more than once"),
     ];
-    for (name, edit, want) in cases {
-        let case = dir.path().join(name);
-        std::fs::create_dir(&case).unwrap();
-        let mut m = text.clone();
-        edit(&mut m);
-        std::fs::write(case.join("manifest.json"), serde_json::to_string(&m).unwrap()).unwrap();
-        let err = load_err(&case);
-        assert!(err.contains(want), "{name}: {err}");
-    }
+    common::assert_manifests_refused(dir.path(), &good, cases);
 }
 
 /// The writer is atomic: nothing at the target until `finish`; an abandoned write leaves

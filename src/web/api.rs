@@ -796,46 +796,6 @@ pub fn capabilities(#[wasm_bindgen(unchecked_param_type = "{ width?: number; hei
 /// metadata segments; a JPEG with more before its frame header is read whole.
 const HEAD_BYTES: f64 = (1 << 20) as f64;
 
-/// The size and format from an image file's header, without decoding a pixel: refused as
-/// the upscale would refuse it (empty, not PNG / JPEG / WebP, over the browser's limit).
-/// The size is the upright one (EXIF orientation applied), as the upscale sees it.
-fn probe(bytes: &[u8]) -> Result<(u32, u32, &'static str), image_io::ImageError> {
-    use image::metadata::Orientation as O;
-    use image::{ImageDecoder, ImageFormat};
-    use image_io::ImageError as E;
-    if bytes.is_empty() {
-        return Err(E::Empty);
-    }
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| E::Corrupt(e.to_string()))?;
-    let format = match reader.format() {
-        Some(ImageFormat::Png) => "png",
-        Some(ImageFormat::Jpeg) => "jpeg",
-        Some(ImageFormat::WebP) => "webp",
-        Some(other) => return Err(E::Unsupported { format: format!("{other:?}") }),
-        None => return Err(E::UnknownFormat),
-    };
-    let check = |w: u64, h: u64| {
-        if w * h > MAX_BROWSER_INPUT_PIXELS {
-            let clamp = |v: u64| v.min(u32::MAX as u64) as u32;
-            return Err(E::TooLarge { width: clamp(w), height: clamp(h), max: MAX_BROWSER_INPUT_PIXELS / 1_000_000 });
-        }
-        Ok(())
-    };
-    // The header's own numbers first: a decoder may refuse a huge header less clearly.
-    if let Ok(s) = imagesize::blob_size(bytes) {
-        check(s.width as u64, s.height as u64)?;
-    }
-    reader.no_limits();
-    let mut decoder = reader.into_decoder().map_err(|e| E::Corrupt(e.to_string()))?;
-    let (w, h) = decoder.dimensions();
-    if w == 0 || h == 0 {
-        return Err(E::Corrupt(format!("the header says {w}x{h} pixels")));
-    }
-    check(w as u64, h as u64)?;
-    let turned = matches!(decoder.orientation(), Ok(O::Rotate90 | O::Rotate270 | O::Rotate90FlipH | O::Rotate270FlipH));
-    Ok(if turned { (h, w, format) } else { (w, h, format) })
-}
-
 async fn blob_vec(blob: &JsValue, limit: Option<f64>) -> Result<Vec<u8>, JsValue> {
     let bytes = glue::blob_bytes(blob, limit).await.map_err(|e| js_error(format!("cannot read the file: {}", glue::error_message(&e))))?;
     Ok(js_sys::Uint8Array::new(&bytes).to_vec())
@@ -850,6 +810,7 @@ pub fn inspect_image(#[wasm_bindgen(unchecked_param_type = "Blob | ImageData | I
     future_to_promise(async move {
         let (w, h, format) = if glue::is_blob(&image) {
             let head = blob_vec(&image, Some(HEAD_BYTES)).await?;
+            let probe = |bytes: &[u8]| image_io::probe(bytes, MAX_BROWSER_INPUT_PIXELS).map(|h| (h.width, h.height, h.format));
             match probe(&head) {
                 Err(image_io::ImageError::Corrupt(_)) if glue::blob_size(&image) > HEAD_BYTES => probe(&blob_vec(&image, None).await?),
                 r => r,

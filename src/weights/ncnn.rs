@@ -329,11 +329,11 @@ pub fn recognise(layers: &[NcnnLayer]) -> Result<Architecture, WeightsError> {
     let has = |kind: &str| layers.iter().any(|l| l.kind == kind);
     if has("PixelShuffle") || has("PReLU") {
         let shuffle = layers.iter().find(|l| l.kind == "PixelShuffle").ok_or_else(|| err("PReLU layers but no PixelShuffle"))?;
-        let upscale = shuffle.size(0, 1)?.min(1 << 10);
-        if upscale == 0 {
-            return Err(shuffle.error("upscale factor 0".into()));
-        }
-        let num_out_ch = last.size(0, 0)? / (upscale * upscale);
+        let upscale = shuffle.size(0, 1)?;
+        let Some(squared) = upscale.checked_mul(upscale).filter(|&s| s > 0) else {
+            return Err(shuffle.error(format!("upscale factor {upscale}")));
+        };
+        let num_out_ch = last.size(0, 0)? / squared;
         // The x2 / x3 graphs end with a bicubic Interp of the x4 output.
         let resize = layers.iter().rev().find(|l| l.kind == "Interp").filter(|l| l.int(0, 0).ok() == Some(INTERP_BICUBIC));
         let scale = match resize {

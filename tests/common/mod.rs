@@ -61,3 +61,25 @@ pub fn max_abs_diff(a: &[u8], b: &[u8]) -> u8 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0)
 }
+
+/// An edit of a manifest's JSON, named, and a phrase its load error must contain.
+pub type ManifestCase = (&'static str, Box<dyn Fn(&mut serde_json::Value)>, &'static str);
+
+/// Each case's edit of `good` written as its own model folder under `dir` (a manifest and no
+/// shard), loaded on the CPU: it must be refused with its phrase.
+#[allow(dead_code)]
+pub fn assert_manifests_refused(dir: &Path, good: &onestep_sr::weights::Manifest, cases: Vec<ManifestCase>) {
+    let text = serde_json::to_value(good).unwrap();
+    for (name, edit, want) in cases {
+        let case = dir.join(name);
+        std::fs::create_dir(&case).unwrap();
+        let mut m = text.clone();
+        edit(&mut m);
+        std::fs::write(case.join("manifest.json"), serde_json::to_string(&m).unwrap()).unwrap();
+        let err = match onestep_sr::weights::load_dir(&case, &cpu(), &mut |_| {}) {
+            Ok(_) => panic!("{name}: loaded"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(want), "{name}: {err}");
+    }
+}
