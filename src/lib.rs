@@ -5,6 +5,7 @@
 
 pub mod batch;
 pub mod catalog;
+pub mod cpu;
 pub mod device;
 #[cfg(not(target_arch = "wasm32"))]
 #[doc(hidden)]

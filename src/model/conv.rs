@@ -1,6 +1,7 @@
 use burn::tensor::{FloatDType, Tensor, module::conv2d, ops::ConvOptions};
 
 use super::lora::ConvLora;
+use crate::cpu::{self, winograd::Winograd3x3};
 use crate::weights::{ParamStore, WeightsError};
 
 /// A 2-D convolution with torch's weight layout `[out, in, k, k]` and "same" padding.
@@ -84,6 +85,26 @@ impl Conv2d {
             (x.cast(self.dtype()), self.weight.clone(), self.bias.clone())
         };
         conv2d(x, w, b, ConvOptions::new([self.stride; 2], padding, [1, 1], 1))
+    }
+
+    /// This layer's weights transformed for the CPU convolutions ([`crate::cpu`]) when it is
+    /// a 3x3, stride-1, padding-1 f32 layer without a LoRA branch on burn's CPU backend.
+    pub fn winograd(&self) -> Option<Winograd3x3> {
+        let [c_out, c_in, kh, kw] = self.weight.dims();
+        if (kh, kw, self.stride, self.padding) != (3, 3, 1, 1)
+            || self.lora.is_some()
+            || self.dtype() != FloatDType::F32
+            || !cpu::enabled(&self.weight.device())
+        {
+            return None;
+        }
+        let values = |t: Tensor<1>| t.into_data().convert::<f32>().try_into_vec::<f32>().ok();
+        let weight = values(self.weight.clone().reshape([c_out * c_in * 9]))?;
+        let bias = match &self.bias {
+            Some(b) => Some(values(b.clone())?),
+            None => None,
+        };
+        Some(Winograd3x3::new(&weight, bias.as_deref(), c_in, c_out))
     }
 
     pub fn stride(&self) -> usize {

@@ -3,6 +3,7 @@
 
 use burn::tensor::Tensor;
 
+use super::srvgg::Features;
 use super::{RrdbNet, SrVggNetCompact};
 
 pub enum GanNet {
@@ -14,12 +15,25 @@ pub enum GanNet {
 /// compact network's input) and the running activation.
 pub struct GanState {
     skip: Tensor<4>,
-    h: Tensor<4>,
+    h: Features,
 }
 
 impl GanState {
-    pub fn activation(&self) -> &Tensor<4> {
-        &self.h
+    /// The running activation as a tensor, to wait on for progress; `None` on the CPU path,
+    /// where a step's work is done when it returns.
+    pub fn activation(&self) -> Option<&Tensor<4>> {
+        match &self.h {
+            Features::Tensor(t) => Some(t),
+            Features::Maps(_) => None,
+        }
+    }
+
+    /// RRDBNet's state: its steps hand tensors.
+    fn tensors(self) -> (Tensor<4>, Tensor<4>) {
+        match self.h {
+            Features::Tensor(h) => (self.skip, h),
+            Features::Maps(_) => unreachable!("RRDBNet steps hand tensors"),
+        }
     }
 }
 
@@ -45,24 +59,27 @@ impl GanNet {
         match self {
             GanNet::Rrdb(m) => {
                 let feat = m.head(x);
-                GanState { skip: feat.clone(), h: feat }
+                GanState { skip: feat.clone(), h: Features::Tensor(feat) }
             }
-            GanNet::Compact(m) => GanState { h: m.step(0, x.clone()), skip: x },
+            GanNet::Compact(m) => GanState { h: m.step(0, Features::Tensor(x.clone())), skip: x },
         }
     }
 
     /// Step `i` of [`Self::steps`], in order.
     pub fn step(&self, i: usize, s: GanState) -> GanState {
         match self {
-            GanNet::Rrdb(m) if i < m.body.len() => GanState { h: m.body[i].forward(s.h), skip: s.skip },
-            GanNet::Rrdb(m) => GanState { h: m.up_first(s.skip.clone(), s.h), skip: s.skip },
+            GanNet::Rrdb(m) => {
+                let (skip, h) = s.tensors();
+                let h = if i < m.body.len() { m.body[i].forward(h) } else { m.up_first(skip.clone(), h) };
+                GanState { h: Features::Tensor(h), skip }
+            }
             GanNet::Compact(m) => GanState { h: m.step(i + 1, s.h), skip: s.skip },
         }
     }
 
     pub fn end(&self, s: GanState) -> Tensor<4> {
         match self {
-            GanNet::Rrdb(m) => m.up_last(s.h),
+            GanNet::Rrdb(m) => m.up_last(s.tensors().1),
             GanNet::Compact(m) => m.tail(s.skip, s.h),
         }
     }

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::conv::Conv2d;
 use super::resize::{resize_bicubic, upsample_nearest};
+use crate::cpu::map::Map;
+use crate::cpu::tensor::{from_maps, to_maps};
+use crate::cpu::winograd::{Act, Winograd3x3};
 use crate::weights::{ParamStore, WeightsError};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -51,6 +54,8 @@ pub struct SrVggNetCompact {
     /// `body.{2i}` and the PReLU slopes `body.{2i+1}`, i = 0..=num_conv.
     pub convs: Vec<(Conv2d, Tensor<1>)>,
     pub conv_last: Conv2d,
+    /// On the CPU: the convolutions transformed for [`crate::cpu`] and the PReLU slopes.
+    cpu: Option<(Vec<(Winograd3x3, Vec<f32>)>, Winograd3x3)>,
 }
 
 impl SrVggNetCompact {
@@ -62,7 +67,7 @@ impl SrVggNetCompact {
             )));
         }
         let f = config.num_feat;
-        let convs = (0..=config.num_conv)
+        let convs: Vec<(Conv2d, Tensor<1>)> = (0..=config.num_conv)
             .map(|i| {
                 let c_in = if i == 0 { config.num_in_ch } else { f };
                 let conv = Conv2d::load(store, &format!("body.{}", 2 * i), c_in, f, 3)?;
@@ -71,26 +76,51 @@ impl SrVggNetCompact {
             .collect::<Result<_, WeightsError>>()?;
         let c_out = config.num_out_ch * config.upscale * config.upscale;
         let conv_last = Conv2d::load(store, &format!("body.{}", 2 * (config.num_conv + 1)), f, c_out, 3)?;
-        Ok(Self { config: config.clone(), convs, conv_last })
+        let cpu = (|| {
+            let convs = convs
+                .iter()
+                .map(|(conv, slope)| {
+                    Some((conv.winograd()?, slope.clone().into_data().convert::<f32>().try_into_vec::<f32>().ok()?))
+                })
+                .collect::<Option<Vec<_>>>()?;
+            Some((convs, conv_last.winograd()?))
+        })();
+        Ok(Self { config: config.clone(), convs, conv_last, cpu })
     }
 
     /// `x`: `[n, 3, h, w]` in 0..1 → `[n, 3, scale h, scale w]` (not clamped).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let h = (0..self.convs.len()).fold(x.clone(), |h, i| self.step(i, h));
+        let h = (0..self.convs.len()).fold(Features::Tensor(x.clone()), |h, i| self.step(i, h));
         self.tail(x, h)
     }
 
     /// Convolution `i` and its PReLU (`i` = 0..=num_conv, in order; the first reads the input).
-    pub fn step(&self, i: usize, h: Tensor<4>) -> Tensor<4> {
-        let (conv, slope) = &self.convs[i];
-        prelu(conv.forward(h), slope.clone())
+    pub fn step(&self, i: usize, h: Features) -> Features {
+        match &self.cpu {
+            Some((convs, _)) => {
+                let (conv, slope) = &convs[i];
+                let out = h.into_maps().iter().map(|m| conv_map(conv, m, Act::Prelu(slope), 1)).collect();
+                Features::Maps(out)
+            }
+            None => {
+                let (conv, slope) = &self.convs[i];
+                Features::Tensor(prelu(conv.forward(h.into_tensor()), slope.clone()))
+            }
+        }
     }
 
     /// The last convolution, the pixel shuffle, the input's nearest upsampling added back, and
     /// the output resize when `scale < upscale`. `x` is the network's input.
-    pub fn tail(&self, x: Tensor<4>, h: Tensor<4>) -> Tensor<4> {
+    pub fn tail(&self, x: Tensor<4>, h: Features) -> Tensor<4> {
         let r = self.config.upscale;
-        let out = pixel_shuffle(self.conv_last.forward(h), r) + upsample_nearest(x, r);
+        let last = match &self.cpu {
+            Some((_, conv)) => {
+                let out: Vec<Map> = h.into_maps().iter().map(|m| conv_map(conv, m, Act::Identity, 0)).collect();
+                from_maps(&out, 0, conv.c_out, &x)
+            }
+            None => self.conv_last.forward(h.into_tensor()),
+        };
+        let out = pixel_shuffle(last, r) + upsample_nearest(x, r);
         if self.config.scale == r {
             return out;
         }
@@ -98,6 +128,36 @@ impl SrVggNetCompact {
         let s = self.config.scale;
         resize_bicubic(out, h / r * s, w / r * s)
     }
+}
+
+/// The activation between the steps: a tensor, or on the CPU path the maps (one per image) the
+/// next convolution reads, so the network converts from and to NCHW once, not at every layer.
+pub enum Features {
+    Tensor(Tensor<4>),
+    Maps(Vec<Map>),
+}
+
+impl Features {
+    fn into_maps(self) -> Vec<Map> {
+        match self {
+            Features::Maps(m) => m,
+            Features::Tensor(t) => to_maps(t, 1, 0).0,
+        }
+    }
+
+    fn into_tensor(self) -> Tensor<4> {
+        match self {
+            Features::Tensor(t) => t,
+            Features::Maps(_) => unreachable!("maps come from the CPU path only"),
+        }
+    }
+}
+
+/// One convolution on the CPU path, into a new map with a border of `border`.
+fn conv_map(conv: &Winograd3x3, m: &Map, act: Act, border: usize) -> Map {
+    let mut out = Map::zeros(m.h, m.w, conv.c_out, border, border);
+    conv.forward(m, 0, &mut out, 0, act, None);
+    out
 }
 
 /// torch's `pixel_shuffle`: `[n, c r², h, w]` → `[n, c, r h, r w]`, channel `c r² + i r + j`

@@ -177,9 +177,11 @@ pub async fn upscale_async(
     for i in 0..total {
         cancel.checkpoint().await?;
         // On a slow device: wait after every `block_checkpoints` steps and say so.
-        let mut step = async |done: usize, t: &Tensor<4>| -> Result<(), RunError> {
+        let mut step = async |done: usize, t: Option<&Tensor<4>>| -> Result<(), RunError> {
             if opts.block_checkpoints > 0 && done % opts.block_checkpoints == 0 {
-                t.clone().slice([0..1, 0..1, 0..1, 0..1]).into_data_async().await?;
+                if let Some(t) = t {
+                    t.clone().slice([0..1, 0..1, 0..1, 0..1]).into_data_async().await?;
+                }
                 progress(Progress { part: Some((done, steps)), ..Progress::new("upscale", i, total) });
                 cancel.checkpoint().await?;
             }

@@ -285,9 +285,10 @@ struct State {
     webgpu: bool,
     limits: DeviceLimits,
     last: Option<Last>,
-    /// Milliseconds per Real-ESRGAN tile in the last run: slow devices also report (and take
-    /// aborts) between the body blocks of a tile.
-    tile_ms: Option<f64>,
+    /// Milliseconds per pixel of a Real-ESRGAN tile (padding included) in the last run: where
+    /// this run's tiles would take over a second, it also reports (and takes aborts) between
+    /// the body blocks of a tile.
+    tile_px_ms: Option<f64>,
 }
 
 /// A loaded model on this thread's device.
@@ -488,11 +489,15 @@ async fn upscale_with(state: &mut State, image: JsValue, opts: JsValue) -> Resul
     match &state.model {
         Model::Gan(up) => {
             let d = up.default_tile_options();
-            // Slow devices (a first run compiling shaders, a software adapter) report between
-            // body blocks too; a second readback per block costs little there.
-            let slow = state.tile_ms.is_none_or(|ms| ms > 1000.0);
+            let side = get_f64(&opts, "tile").map_or(d.tile, |v| v as usize);
+            // The pixels of this image's largest tile (reflect padding included; a small image
+            // is one tile): what one tile's time grows with.
+            let tile_px = ((w as usize + 2 * gan::PAD).min(side) * (h as usize + 2 * gan::PAD).min(side)) as f64;
+            // Slow runs (a first run compiling shaders, a software adapter, a large tile on the
+            // CPU) report between body blocks too; a second readback per block costs little there.
+            let slow = state.tile_px_ms.is_none_or(|ms| ms * tile_px > 1000.0);
             let tile = TileOptions {
-                tile: get_f64(&opts, "tile").map_or(d.tile, |v| v as usize),
+                tile: side,
                 overlap: get_f64(&opts, "overlap").map_or(d.overlap, |v| v as usize),
                 block_checkpoints: usize::from(slow),
             };
@@ -516,7 +521,7 @@ async fn upscale_with(state: &mut State, image: JsValue, opts: JsValue) -> Resul
                 r => r,
             }
             .map_err(run_error)?;
-            state.tile_ms = Some((glue::now() - t0) / tiles.max(1) as f64);
+            state.tile_px_ms = Some((glue::now() - t0) / (tiles.max(1) as f64 * tile_px));
             let alpha = alpha_like(alpha, &out);
             deliver(out, alpha.as_ref(), size, output, &mut progress)
         }
@@ -656,7 +661,7 @@ impl Upscaler {
                 ("fromNetwork", (report.from_network as f64).into()),
                 ("notices", notices.into()),
             ]);
-            let state = State { model, device: gpu.device, webgpu: backend == "webgpu", limits: gpu.limits, last: None, tile_ms: None };
+            let state = State { model, device: gpu.device, webgpu: backend == "webgpu", limits: gpu.limits, last: None, tile_px_ms: None };
             Ok(Upscaler { state: Rc::new(RefCell::new(Some(state))), info }.into())
         })
     }

@@ -1,0 +1,28 @@
+//! The project's own CPU convolutions, for burn's CPU backend (flex) natively and in wasm.
+//!
+//! burn runs a 3x3 convolution as im2col + gemm: every input pixel is copied nine times before
+//! the matrix product, and each layer converts from and to NCHW. Here the 3x3 stride-1
+//! convolutions run by Winograd F(4x4, 3x3) ([`winograd`]) on a channels-last [`map::Map`] that
+//! consecutive layers pass along, with bias and activation (and ESRGAN's scaled residual) fused
+//! into the pass that writes each output, weights transformed once when a model is loaded, and
+//! the matrix products by the `gemm` crate (the one burn's CPU backend uses; AVX-512 / AVX2 / NEON
+//! / simd128 chosen at run time). Design and error bound: docs/cpu.md.
+//!
+//! The GAN models use it on the CPU ([`crate::model::rrdb`], [`crate::model::srvgg`]); the SD
+//! models still run every layer through burn. `ONESTEP_CPU_CONV=burn` turns it off (natively),
+//! for comparisons.
+
+pub mod map;
+pub mod tensor;
+pub mod winograd;
+
+use burn::tensor::Device;
+
+/// Whether tensors on `device` take this path: burn's CPU backend, unless turned off.
+pub fn enabled(device: &Device) -> bool {
+    #[cfg(not(target_arch = "wasm32"))]
+    if std::env::var("ONESTEP_CPU_CONV").is_ok_and(|v| v == "burn") {
+        return false;
+    }
+    *device == Device::flex()
+}

@@ -1,0 +1,38 @@
+//! Between burn's NCHW tensors and [`Map`]s: one copy in and one out around a run of CPU
+//! convolutions.
+
+use burn::tensor::{FloatDType, Tensor, TensorData};
+
+use super::map::Map;
+
+/// Each image of `x` (`[n, c, h, w]`) upsampled by `r` (1: as it is) into a map with a border
+/// of 1 and `extra` more channels; also returns the values as f32 NCHW.
+pub fn to_maps(x: Tensor<4>, r: usize, extra: usize) -> (Vec<Map>, Vec<f32>) {
+    let [n, c, h, w] = x.dims();
+    let values = nchw_values(x);
+    let maps = (0..n)
+        .map(|i| {
+            let mut m = Map::zeros(h * r, w * r, c + extra, 1, 1);
+            m.put_nchw_upsampled(0, &values[i * c * h * w..][..c * h * w], c, r);
+            m
+        })
+        .collect();
+    (maps, values)
+}
+
+/// The values of `x` as f32, NCHW.
+pub fn nchw_values(x: Tensor<4>) -> Vec<f32> {
+    // Synchronous readback: on the CPU backend the data is already on the host (in wasm too).
+    x.cast(FloatDType::F32).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 after convert")
+}
+
+/// Channels `c0..c0 + c` of each map, stacked as `[n, c, h, w]` on `like`'s device and dtype.
+pub fn from_maps(maps: &[Map], c0: usize, c: usize, like: &Tensor<4>) -> Tensor<4> {
+    let values: Vec<f32> = maps.iter().flat_map(|m| m.to_nchw(c0, c)).collect();
+    from_values(values, [maps.len(), c, maps[0].h, maps[0].w], like)
+}
+
+/// NCHW f32 `values` of `dims` as a tensor on `like`'s device and dtype.
+pub fn from_values(values: Vec<f32>, dims: [usize; 4], like: &Tensor<4>) -> Tensor<4> {
+    Tensor::<4>::from_data(TensorData::new(values, dims), &like.device()).cast(FloatDType::from(like.dtype()))
+}
