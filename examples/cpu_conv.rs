@@ -13,23 +13,12 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Tensor, TensorData, module::conv2d, ops::ConvOptions};
 use onestep_sr::cpu::map::Map;
+use onestep_sr::cpu::noise;
 use onestep_sr::cpu::winograd::{Act, Winograd3x3, direct_reference};
 
 const C: usize = 64;
 const H: usize = 128;
 const W: usize = 128;
-
-fn noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect()
-}
 
 /// A prepared convolution of one path; `run` does one.
 enum Conv {

@@ -333,6 +333,20 @@ fn load<const N: usize>(x: &[f32], j: usize) -> [f32; N] {
     v
 }
 
+/// `block(j, wide)` for channels `0..c`: [`LANES`] at a time (`wide`), then one by one.
+#[inline(always)]
+fn by_lanes(c: usize, mut block: impl FnMut(usize, bool)) {
+    let mut j = 0;
+    while j + LANES <= c {
+        block(j, true);
+        j += LANES;
+    }
+    while j < c {
+        block(j, false);
+        j += 1;
+    }
+}
+
 /// One application of `Bᵀ` to six rows of `c` values.
 #[inline(always)]
 fn bt_row(d: [&[f32]; 6], t: [&mut [f32]; 6], c: usize) {
@@ -354,15 +368,7 @@ fn bt_row(d: [&[f32]; 6], t: [&mut [f32]; 6], c: usize) {
         }
     }
     let mut t = t;
-    let mut j = 0;
-    while j + LANES <= c {
-        block::<LANES>(d, &mut t, j);
-        j += LANES;
-    }
-    while j < c {
-        block::<1>(d, &mut t, j);
-        j += 1;
-    }
+    by_lanes(c, |j, wide| if wide { block::<LANES>(d, &mut t, j) } else { block::<1>(d, &mut t, j) });
 }
 
 /// `Aᵀ m A` for one tile: `m` point k at `m[k * k_stride + at..][..c]`; the 4x4 result goes to
@@ -408,15 +414,7 @@ fn at_row(m: [&[f32]; 6], t: [&mut [f32]; 4], c: usize) {
         }
     }
     let mut t = t;
-    let mut j = 0;
-    while j + LANES <= c {
-        block::<LANES>(m, &mut t, j);
-        j += LANES;
-    }
-    while j < c {
-        block::<1>(m, &mut t, j);
-        j += 1;
-    }
+    by_lanes(c, |j, wide| if wide { block::<LANES>(m, &mut t, j) } else { block::<1>(m, &mut t, j) });
 }
 
 #[inline(always)]
@@ -468,18 +466,7 @@ pub fn direct_reference(x: &[f32], c_in: usize, h: usize, w: usize, weight: &[f3
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn noise(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::cpu::noise;
 
     /// Every padding and a size that is not a multiple of 4; error relative to the output's
     /// largest magnitude.
