@@ -90,7 +90,8 @@ pub fn parse_param(text: &str) -> Result<Vec<NcnnLayer>, WeightsError> {
         .map(|t| t.parse().map_err(|_| bad("layer and blob counts are not numbers")))
         .collect::<Result<_, _>>()?;
     let layer_count = *counts.first().ok_or_else(|| bad("missing layer count"))?;
-    let mut layers = Vec::with_capacity(layer_count);
+    // The declared count is only compared with the lines read, never trusted for an allocation.
+    let mut layers = Vec::new();
     for line in lines {
         let tok: Vec<&str> = line.split_whitespace().collect();
         if tok.len() < 4 {
@@ -98,7 +99,8 @@ pub fn parse_param(text: &str) -> Result<Vec<NcnnLayer>, WeightsError> {
         }
         let n_in: usize = tok[2].parse().map_err(|_| bad(&format!("bad input count in {line:?}")))?;
         let n_out: usize = tok[3].parse().map_err(|_| bad(&format!("bad output count in {line:?}")))?;
-        let rest = tok.get(4 + n_in + n_out..).ok_or_else(|| bad(&format!("missing blobs in {line:?}")))?;
+        let blobs_end = n_in.checked_add(n_out).and_then(|n| n.checked_add(4)).filter(|&e| e <= tok.len());
+        let rest = blobs_end.map(|e| &tok[e..]).ok_or_else(|| bad(&format!("missing blobs in {line:?}")))?;
         let inputs = tok[4..4 + n_in].iter().map(|b| b.to_string()).collect();
         let outputs = tok[4 + n_in..4 + n_in + n_out].iter().map(|b| b.to_string()).collect();
         let params = rest
