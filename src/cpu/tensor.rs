@@ -9,7 +9,7 @@ use super::map::Map;
 /// of 1 and `extra` more channels; also returns the values as f32 NCHW.
 pub fn to_maps(x: Tensor<4>, r: usize, extra: usize) -> (Vec<Map>, Vec<f32>) {
     let [n, c, h, w] = x.dims();
-    let values = nchw_values(x);
+    let values = values(x);
     let maps = (0..n)
         .map(|i| {
             let mut m = Map::zeros(h * r, w * r, c + extra, 1, 1);
@@ -20,8 +20,8 @@ pub fn to_maps(x: Tensor<4>, r: usize, extra: usize) -> (Vec<Map>, Vec<f32>) {
     (maps, values)
 }
 
-/// The values of `x` as f32, NCHW.
-pub fn nchw_values(x: Tensor<4>) -> Vec<f32> {
+/// The values of `x` as f32, in its element order (NCHW for an image).
+pub fn values<const D: usize>(x: Tensor<D>) -> Vec<f32> {
     // Synchronous readback: on the CPU backend the data is already on the host (in wasm too).
     x.cast(FloatDType::F32).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 after convert")
 }

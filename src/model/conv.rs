@@ -98,13 +98,8 @@ impl Conv2d {
         {
             return None;
         }
-        let values = |t: Tensor<1>| t.into_data().convert::<f32>().try_into_vec::<f32>().ok();
-        let weight = values(self.weight.clone().reshape([c_out * c_in * 9]))?;
-        let bias = match &self.bias {
-            Some(b) => Some(values(b.clone())?),
-            None => None,
-        };
-        Some(Winograd3x3::new(&weight, bias.as_deref(), c_in, c_out))
+        let bias = self.bias.clone().map(cpu::tensor::values);
+        Some(Winograd3x3::new(&cpu::tensor::values(self.weight.clone()), bias.as_deref(), c_in, c_out))
     }
 
     pub fn stride(&self) -> usize {

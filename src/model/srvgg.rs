@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::conv::Conv2d;
 use super::resize::{resize_bicubic, upsample_nearest};
 use crate::cpu::map::Map;
-use crate::cpu::tensor::{from_maps, to_maps};
+use crate::cpu::tensor::{from_maps, to_maps, values};
 use crate::cpu::winograd::{Act, Winograd3x3};
 use crate::weights::{ParamStore, WeightsError};
 
@@ -79,9 +79,7 @@ impl SrVggNetCompact {
         let cpu = (|| {
             let convs = convs
                 .iter()
-                .map(|(conv, slope)| {
-                    Some((conv.winograd()?, slope.clone().into_data().convert::<f32>().try_into_vec::<f32>().ok()?))
-                })
+                .map(|(conv, slope)| Some((conv.winograd()?, values(slope.clone()))))
                 .collect::<Option<Vec<_>>>()?;
             Some((convs, conv_last.winograd()?))
         })();
