@@ -11,6 +11,7 @@ use common::sd::{Reference, colour_source, input, load_model};
 use onestep_sr::model::sd::Method;
 use onestep_sr::pipeline::colour_fix::{self, ColourFix};
 use onestep_sr::pipeline::one_step::{Guidance, Latent, OneStepSr};
+use onestep_sr::pipeline::preprocess::to_unit_tensor;
 use onestep_sr::upscaler::{GanUpscaler, read_image};
 use onestep_sr::weights::quant::{Mode, Plan, Quant};
 use onestep_sr::weights::sd_convert::{SdConvertOptions, StoreDType, convert_sd, role};
@@ -260,16 +261,20 @@ fn compare(got: Tensor<4>, want: Tensor<4>) -> (f64, f64) {
     (-10.0 * (err / g.len() as f64).log10(), (err / norm).sqrt())
 }
 
-/// The stages of PiSA-SR's default mode with `model` against `base`: (rel RMS of z, of eps,
-/// PSNR of the output image), printed.
+/// The stages of PiSA-SR's default mode with `model` against `base` on the tiny fixture's
+/// input: (rel RMS of z, of eps, PSNR of the output image), printed.
 fn pisa_stages(what: &str, model: &OneStepSr, base: &OneStepSr, device: &Device) -> (f64, f64, f64) {
     let r = Reference::open();
-    let x = input(&r, device);
+    pisa_stages_on(what, model, base, input(&r, device), colour_source(device))
+}
+
+/// [`pisa_stages`] on the network input `x` (`[-1, 1]`) with `source` for the colour fix.
+fn pisa_stages_on(what: &str, model: &OneStepSr, base: &OneStepSr, x: Tensor<4>, source: Tensor<4>) -> (f64, f64, f64) {
     let (z, z0) = (model.encode(x.clone(), Latent::Mean), base.encode(x, Latent::Mean));
     let (_, z_rel) = compare(z.clone(), z0.clone());
     // eps from the same latent: the UNet's own error.
     let (_, eps_rel) = compare(model.eps(z0.clone(), true), base.eps(z0.clone(), true));
-    let img = |m: &OneStepSr, z: Tensor<4>| colour_fix::apply(ColourFix::Adain, m.decode(m.z_hat(z, Guidance::Default)) * 0.5 + 0.5, colour_source(device));
+    let img = |m: &OneStepSr, z: Tensor<4>| colour_fix::apply(ColourFix::Adain, m.decode(m.z_hat(z, Guidance::Default)) * 0.5 + 0.5, source.clone());
     let (psnr, _) = compare(img(model, z), img(base, z0));
     println!("{what}: z rel RMS {z_rel:.3e}, eps rel RMS {eps_rel:.3e}, image PSNR {psnr:.2} dB");
     (z_rel, eps_rel, psnr)
@@ -292,9 +297,14 @@ fn convert_pisa(out: &Path, quantize: Option<Plan>) -> Manifest {
 /// Rewrite the f16 model in `src` with every UNet weight the rules quantize replaced by
 /// Student-t(3) draws of the same RMS, once in f16 (`f16`) and once as `plan` (`quant`).
 fn student_t_models(src: &Path, f16: &Path, quant: &Path, plan: Plan) {
+    student_t_rewrite(src, f16, Some(quant), plan);
+}
+
+/// [`student_t_models`], the quantized copy only when `quant` is given.
+fn student_t_rewrite(src: &Path, f16: &Path, quant: Option<&Path>, plan: Plan) {
     let cpu = common::cpu();
     let (m, mut store) = weights::load_dir(src, &cpu, &mut |_| {}).unwrap();
-    let (mut a, mut b) = (ShardWriter::create(f16).unwrap(), ShardWriter::create(quant).unwrap());
+    let (mut a, mut b) = (ShardWriter::create(f16).unwrap(), quant.map(|q| ShardWriter::create(q).unwrap()));
     let mut seed = 5;
     let mut seen = std::collections::BTreeSet::new();
     for t in &m.tensors {
@@ -314,13 +324,16 @@ fn student_t_models(src: &Path, f16: &Path, quant: &Path, plan: Plan) {
             values.iter_mut().for_each(|v| *v = rms / 3f32.sqrt() * student_t3(&mut seed));
         }
         a.add_f16(&t.name, &shape, &values).unwrap();
-        match plan.quant(r) {
-            Some(q) => b.add_quantized(&t.name, &shape, &values, q).map(drop).unwrap(),
-            None => b.add_f16(&t.name, &shape, &values).unwrap(),
+        match (b.as_mut(), plan.quant(r)) {
+            (Some(b), Some(q)) => b.add_quantized(&t.name, &shape, &values, q).map(drop).unwrap(),
+            (Some(b), None) => b.add_f16(&t.name, &shape, &values).unwrap(),
+            (None, _) => {}
         }
     }
     a.finish(&m.model_id, &m.architecture, m.config.clone(), m.source.clone()).unwrap();
-    b.finish(&m.model_id, &m.architecture, m.config.clone(), m.source.clone()).unwrap();
+    if let Some(b) = b {
+        b.finish(&m.model_id, &m.architecture, m.config.clone(), m.source.clone()).unwrap();
+    }
 }
 
 /// Tiny PiSA-SR (random weights of SD 2.1's structure) quantized by the converter, and the
@@ -356,6 +369,55 @@ fn tiny_pisa_sr_quantized_per_stage() {
     let bounds = [(0.025, 33.5), (0.065, 30.5), (0.025, 39.5), (0.065, 32.5), (0.35, 17.0), (0.8, 14.5)];
     for ((what, eps, psnr), (eps_max, psnr_min)) in results.into_iter().zip(bounds) {
         assert!(eps < eps_max && psnr >= psnr_min, "{what}: eps rel {eps:e} (bound {eps_max}), {psnr:.2} dB (bound {psnr_min})");
+    }
+}
+
+/// The full-size PiSA-SR (SD 2.1-base layout, **random weights**: the f16 model that
+/// scripts/bench-pisa-sr-fullsize.sh converts, `$ONESTEP_FULLSIZE_MODEL`, by default
+/// `$ONESTEP_CACHE/bench-sd/model`) quantized q8, mixed and q4, and the same with the UNet's
+/// weights redrawn from Student-t(3), against f16 per stage on `$ONESTEP_FULLSIZE_DEVICE`
+/// (`cpu`, the default, or `wgpu`: lavapipe here). Input: a 96x64 crop of the sample photo as
+/// the network input (a 12x8 latent: lavapipe runs the full-size UNet slowly). Heavy (about 11 GB of scratch under `$ONESTEP_CACHE`):
+/// `cargo test --release --test quantized full_size -- --ignored --nocapture`. Results:
+/// docs/weights-format.md.
+#[test]
+#[ignore]
+fn full_size_pisa_sr_quantized_per_stage() {
+    let cache = std::env::var_os("ONESTEP_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/onestep-sr"));
+    let f16 = std::env::var_os("ONESTEP_FULLSIZE_MODEL").map_or_else(|| cache.join("bench-sd/model"), std::path::PathBuf::from);
+    assert!(f16.join("manifest.json").exists(), "{}: run scripts/bench-pisa-sr-fullsize.sh first", f16.display());
+    let device = match std::env::var("ONESTEP_FULLSIZE_DEVICE").as_deref() {
+        Ok("wgpu") => common::gpu(),
+        _ => common::cpu(),
+    };
+    let work = cache.join("quant-fullsize");
+    let made = |dir: &Path| dir.join("manifest.json").exists();
+    // The quantized and Student-t models are made once and kept: later runs (the other device)
+    // reuse them.
+    let t_f16 = work.join("t3-f16");
+    if !made(&t_f16) {
+        student_t_rewrite(&f16, &t_f16, None, Plan { mode: Mode::Q8, block: None });
+    }
+    let img = image::open(common::root().join("assets/chelsea_160x120.png")).unwrap().to_rgb8();
+    let photo = to_unit_tensor(&image::imageops::crop_imm(&img, 40, 24, 96, 64).to_image(), &device);
+    let x = photo.clone() * 2.0 - 1.0;
+    let f16_bytes = weights::loader::read_manifest(&f16).unwrap().total_bytes();
+    for (dist, src) in [("Gaussian", &f16), ("Student-t(3) UNet", &t_f16)] {
+        let base = load_model(src, &device);
+        for mode in [Mode::Q8, Mode::Mixed, Mode::Q4] {
+            let dir = work.join(format!("{}-{mode}", if src == &f16 { "gauss" } else { "t3" }));
+            if !made(&dir) {
+                quantize_model(src, &dir, Plan { mode, block: None }, None).unwrap();
+            }
+            let bytes = weights::loader::read_manifest(&dir).unwrap().total_bytes();
+            let what = format!("full-size PiSA-SR {mode}, {dist} weights ({bytes} bytes, f16 {f16_bytes})");
+            let (z, eps, psnr) = pisa_stages_on(&what, &load_model(&dir, &device), &base, x.clone(), photo.clone());
+            // Loose sanity bounds only (random weights): the numbers are the result.
+            assert!(z.is_finite() && eps.is_finite() && psnr.is_finite(), "{what}");
+            assert!(eps < if mode == Mode::Q4 { 1.0 } else { 0.2 }, "{what}: eps rel RMS {eps:e}");
+        }
     }
 }
 

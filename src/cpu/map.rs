@@ -83,17 +83,42 @@ impl Map {
 
     /// Channels `c0..c0 + c` as an NCHW image `[c, h, w]`.
     pub fn to_nchw(&self, c0: usize, c: usize) -> Vec<f32> {
+        let mut out = vec![0.0; c * self.h * self.w];
+        self.write_nchw(c0, c, &mut out);
+        out
+    }
+
+    /// [`Self::to_nchw`] into `out`. Eight channels at a time: each pixel's eight values read
+    /// together and written to eight planes as eight sequential streams.
+    pub fn write_nchw(&self, c0: usize, c: usize, out: &mut [f32]) {
+        const L: usize = 8;
         let (h, w) = (self.h, self.w);
-        let mut out = vec![0.0; c * h * w];
+        assert_eq!(out.len(), c * h * w, "write_nchw: shape");
         for y in 0..h {
-            for x in 0..w {
-                let at = self.at(y, x) + c0;
-                for (k, v) in self.data[at..at + c].iter().enumerate() {
-                    out[(k * h + y) * w + x] = *v;
+            let mut k = 0;
+            while k + L <= c {
+                let mut planes: [&mut [f32]; L] = {
+                    let mut rest = &mut out[(k * h + y) * w..];
+                    std::array::from_fn(|_| {
+                        let (row, tail) = std::mem::take(&mut rest).split_at_mut(w);
+                        rest = tail.get_mut((h - 1) * w..).unwrap_or_default();
+                        row
+                    })
+                };
+                for x in 0..w {
+                    let at = self.at(y, x) + c0 + k;
+                    for (l, plane) in planes.iter_mut().enumerate() {
+                        plane[x] = self.data[at + l];
+                    }
+                }
+                k += L;
+            }
+            for k in k..c {
+                for x in 0..w {
+                    out[(k * h + y) * w + x] = self.data[self.at(y, x) + c0 + k];
                 }
             }
         }
-        out
     }
 
     /// An NCHW image `[c, h, w]` as a map with border (`by`, `bx`) and `extra` zero channels

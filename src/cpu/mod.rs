@@ -8,10 +8,12 @@
 //! the matrix products by the `gemm` crate (the one burn's CPU backend uses; AVX-512 / AVX2 / NEON
 //! / simd128 chosen at run time). Design and error bound: docs/cpu.md.
 //!
-//! The GAN models use it on the CPU ([`crate::model::rrdb`], [`crate::model::srvgg`]); the SD
-//! models still run every layer through burn. `ONESTEP_CPU_CONV=burn` turns it off (natively),
+//! The GAN models use it on the CPU ([`crate::model::rrdb`], [`crate::model::srvgg`]), and the
+//! SD VAE's 3x3 convolutions band by band ([`band`], with each resnet's GroupNorm + SiLU fused
+//! into the copy in); the UNet still runs every layer through burn. `ONESTEP_CPU_CONV=burn` turns it off (natively),
 //! for comparisons.
 
+pub mod band;
 pub mod map;
 pub mod tensor;
 pub mod winograd;

@@ -56,8 +56,10 @@ impl Winograd3x3 {
             [0.0, 0.0, 1.0],
         ];
         let mut u = vec![0.0f32; 36 * c_in * c_out];
-        for o in 0..c_out {
-            for i in 0..c_in {
+        // Output channels innermost: `u`'s writes are sequential (SD's 512x512 layers scattered
+        // them over 36 MB otherwise).
+        for i in 0..c_in {
+            for o in 0..c_out {
                 let g = &weight[(o * c_in + i) * 9..][..9];
                 // G g (6x3), then (G g) Gᵀ (6x6); in f64 so the transform adds no rounding.
                 let mut gg = [[0.0f64; 3]; 6];

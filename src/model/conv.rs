@@ -12,6 +12,10 @@ pub struct Conv2d {
     pub lora: Option<ConvLora>,
     padding: usize,
     stride: usize,
+    /// Whether [`Self::winograd_kept`] may make and keep CPU weights ([`Self::keep_on_cpu`]).
+    keep: bool,
+    /// [`Self::winograd`], made on first use by [`Self::winograd_kept`].
+    kept: std::sync::OnceLock<Option<Winograd3x3>>,
 }
 
 impl Conv2d {
@@ -34,10 +38,13 @@ impl Conv2d {
         let weight = store.take(&format!("{path}.weight"), [c_out, c_in, k, k])?;
         let bias = if bias { Some(store.take(&format!("{path}.bias"), [c_out])?) } else { None };
         let lora = ConvLora::load(store, path, c_in, c_out, k, stride, padding)?;
-        Ok(Self { weight, bias, lora, padding, stride })
+        Ok(Self { weight, bias, lora, padding, stride, keep: false, kept: std::sync::OnceLock::new() })
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        if let Some(w) = self.winograd_kept() {
+            return cpu_conv3x3(w, x, None);
+        }
         let delta = self.lora.as_ref().and_then(|l| l.delta(&x));
         let y = conv2d(
             x,
@@ -102,6 +109,23 @@ impl Conv2d {
         Some(Winograd3x3::new(&cpu::tensor::values(self.weight.clone()), bias.as_deref(), c_in, c_out))
     }
 
+    /// Lets [`Self::winograd_kept`] make and keep this layer's CPU weights: the SD VAE's
+    /// convolutions. `U` is 4x the weights in f32 (SD 2.1's VAE: about 1.3 GB more), so the
+    /// UNet's convolutions are not marked and stay on burn.
+    pub fn keep_on_cpu(&mut self) {
+        self.keep = true;
+    }
+
+    /// [`Self::winograd`] made once, on first use, and kept with the layer, for a layer marked
+    /// by [`Self::keep_on_cpu`]; `None` for the others. [`Self::forward`] and the VAE's band
+    /// convolutions ([`crate::tiling::vae`]) use it.
+    pub fn winograd_kept(&self) -> Option<&Winograd3x3> {
+        if !self.keep {
+            return None;
+        }
+        self.kept.get_or_init(|| self.winograd()).as_ref()
+    }
+
     pub fn stride(&self) -> usize {
         self.stride
     }
@@ -110,4 +134,16 @@ impl Conv2d {
     pub fn dtype(&self) -> FloatDType {
         FloatDType::from(self.weight.dtype())
     }
+}
+
+/// `w`'s convolution of the whole images in `x` (`[n, c_in, h, w]`, zero-padded by one), after
+/// `pre` if given, on the CPU ([`cpu::band`]); same dtype as `x`.
+pub fn cpu_conv3x3(w: &Winograd3x3, x: Tensor<4>, pre: Option<&cpu::band::NormSilu>) -> Tensor<4> {
+    let [n, c, h, width] = x.dims();
+    let values = cpu::tensor::values(x.clone());
+    let mut out = Vec::with_capacity(n * w.c_out * h * width);
+    for img in values.chunks(c * h * width) {
+        cpu::band::conv3x3(w, img, h, width, pre, cpu::band::Rows::Whole, &mut out);
+    }
+    cpu::tensor::from_values(out, [n, w.c_out, h, width], &x)
 }

@@ -18,6 +18,10 @@
 use burn::tensor::{Device, FloatDType, Tensor, activation::silu, ops::PadMode};
 
 use super::attention::attention_pieces;
+use crate::cpu::{
+    self,
+    band::{NormSilu, Rows},
+};
 use crate::model::conv::Conv2d;
 use crate::model::sd::attention::Attention;
 use crate::model::sd::nn::{GroupNorm, merge_heads, split_heads};
@@ -253,12 +257,47 @@ pub fn band_stats(g: usize, x: &Bands) -> Stats {
 fn conv(conv: &Conv2d, x: &Bands, f32: bool) -> Bands {
     let k = conv.weight.dims()[2];
     let p = k / 2;
-    x.derive((0..x.len()).map(|i| conv.forward_padded(x.with_halo(i, p, p), [0, p], f32)).collect::<Vec<_>>())
+    x.derive((0..x.len()).map(|i| halo_conv(conv, x.with_halo(i, p, p), [0, p], f32, None, false, false)).collect::<Vec<_>>())
+}
+
+/// `conv(silu(group_norm(x)))`, band by band. On the CPU path the GroupNorm + SiLU is fused
+/// into the convolution's input copy ([`cpu::band`]); elsewhere they are separate steps.
+fn norm_silu_conv(norms: &mut Norms, norm: &GroupNorm, c: &Conv2d, x: &Bands, f32: bool) -> Bands {
+    if c.weight.dims()[2] != 3 || c.winograd_kept().is_none() {
+        return conv(c, &norms.group_norm(norm, x).map(silu), f32);
+    }
+    let (mean, var) = norms.stats(norm, x);
+    let pre = norm.silu_on_cpu(mean, var);
+    let last = x.len() - 1;
+    x.derive((0..x.len()).map(|i| halo_conv(c, x.with_halo(i, 1, 1), [0, 1], f32, Some(&pre), i == 0, i == last)).collect::<Vec<_>>())
+}
+
+/// `conv` of a band `t` that carries its halo rows: [`cpu::band::conv3x3`] when the layer has
+/// CPU weights (3x3, padding `[0, 1]`), else [`Conv2d::forward_padded`]. `pre` (the CPU path
+/// only) is applied to the input first, except to the halo rows that are the image's padding.
+fn halo_conv(c: &Conv2d, t: Tensor<4>, padding: [usize; 2], f32: bool, pre: Option<&NormSilu>, pad_top: bool, pad_bottom: bool) -> Tensor<4> {
+    match c.winograd_kept().filter(|_| padding == [0, 1] && c.weight.dims()[2] == 3) {
+        Some(w) => {
+            let [n, ch, h, width] = t.dims();
+            let values = cpu::tensor::values(t.clone());
+            let rows = Rows::Band { pad_top, pad_bottom };
+            let mut out = Vec::with_capacity(n * w.c_out * (h - 2) * width);
+            for img in values.chunks(ch * h * width) {
+                cpu::band::conv3x3(w, img, h, width, pre, rows, &mut out);
+            }
+            let like = if f32 { t.cast(FloatDType::F32) } else { t };
+            cpu::tensor::from_values(out, [n, w.c_out, h - 2, width], &like)
+        }
+        None => {
+            assert!(pre.is_none(), "a fused GroupNorm + SiLU needs the CPU path");
+            c.forward_padded(t, padding, f32)
+        }
+    }
 }
 
 fn resnet(r: &ResnetBlock2D, x: Bands, norms: &mut Norms) -> Bands {
-    let h = conv(&r.conv1, &norms.group_norm(&r.norm1, &x).map(silu), false);
-    let h = conv(&r.conv2, &norms.group_norm(&r.norm2, &h).map(silu), false);
+    let h = norm_silu_conv(norms, &r.norm1, &r.conv1, &x, false);
+    let h = norm_silu_conv(norms, &r.norm2, &r.conv2, &h, false);
     let x = match &r.conv_shortcut {
         Some(c) => conv(c, &x, false),
         None => x,
@@ -288,7 +327,7 @@ fn upsample(u: &Upsample2D, x: Bands) -> Bands {
                 let t = x.with_halo(i, 1, 1);
                 let [_, _, h, w] = t.dims();
                 let t = nearest_resize(t, 2 * h, 2 * w);
-                u.conv.forward_padded(t.narrow(2, 1, 2 * h - 2), [0, 1], false)
+                halo_conv(&u.conv, t.narrow(2, 1, 2 * h - 2), [0, 1], false, None, false, false)
             })
             .collect::<Vec<_>>(),
     )
@@ -343,8 +382,7 @@ pub fn encode(e: &Encoder, x: Bands, norms: &mut Norms) -> Bands {
         }
     }
     let x = mid_block(&e.mid_block, x, norms);
-    let x = norms.group_norm(&e.conv_norm_out, &x).map(silu);
-    conv(&e.conv_out, &x, true)
+    norm_silu_conv(norms, &e.conv_norm_out, &e.conv_out, &x, true)
 }
 
 /// [`Decoder::forward`] on bands of the latent (after post_quant_conv): the image's bands in
@@ -377,6 +415,5 @@ pub fn decode_high(d: &Decoder, mut x: Bands, norms: &mut Norms) -> Bands {
             x = upsample(u, x);
         }
     }
-    let x = norms.group_norm(&d.conv_norm_out, &x).map(silu);
-    conv(&d.conv_out, &x, true)
+    norm_silu_conv(norms, &d.conv_norm_out, &d.conv_out, &x, true)
 }

@@ -7,6 +7,8 @@ use burn::tensor::{
     module::{layer_norm, linear},
 };
 
+use crate::cpu::band::NormSilu;
+use crate::cpu::tensor::values;
 use crate::model::lora::LinearLora;
 use crate::weights::{ParamStore, WeightsError};
 
@@ -61,10 +63,23 @@ impl GroupNorm {
     /// thousands of elements lose too much when accumulated in f16), and returns the input's
     /// dtype. With f32 input the casts are no-ops.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let (mean, var) = self.stats(&x);
+        self.normalize(x, mean, var)
+    }
+
+    /// Per-group mean and biased variance of `x`, `[N, groups, 1]`, f32.
+    pub fn stats(&self, x: &Tensor<4>) -> (Tensor<3>, Tensor<3>) {
         let [n, c, h, w] = x.dims();
         let g = x.clone().cast(FloatDType::F32).reshape([n, self.groups, (c / self.groups) * h * w]);
         let (var, mean) = g.var_mean_bias(2);
-        self.normalize(x, mean, var)
+        (mean, var)
+    }
+
+    /// This norm with one image's statistics (`[1, groups, 1]`), then SiLU, as the CPU
+    /// convolutions' fused input step.
+    pub fn silu_on_cpu(&self, mean: Tensor<3>, var: Tensor<3>) -> NormSilu {
+        let v = |t: Tensor<1>| values(t);
+        NormSilu::new(&values(mean), &values(var), self.eps, &v(self.weight.clone()), &v(self.bias.clone()))
     }
 
     /// `(x - mean) / sqrt(var + eps) * weight + bias` with given per-group statistics
@@ -81,6 +96,10 @@ impl GroupNorm {
 
     pub fn groups(&self) -> usize {
         self.groups
+    }
+
+    pub fn eps(&self) -> f64 {
+        self.eps
     }
 }
 

@@ -3,7 +3,7 @@
 use burn::tensor::{Int, Tensor, TensorData, activation::silu, ops::PadMode};
 
 use super::nn::{GroupNorm, Linear};
-use crate::model::conv::Conv2d;
+use crate::model::conv::{Conv2d, cpu_conv3x3};
 use crate::weights::{ParamStore, WeightsError};
 
 /// norm1 → SiLU → conv1 (+ time embedding) → norm2 → SiLU → conv2, plus a 1x1
@@ -45,8 +45,14 @@ impl ResnetBlock2D {
 
     /// `temb`: the UNet's time embedding `[N, temb_channels]` (already the shared
     /// `time_embedding` output; SiLU is applied here, as in diffusers).
+    /// Marks the 3x3 convolutions for kept CPU weights ([`Conv2d::keep_on_cpu`]): the VAE's.
+    pub fn keep_on_cpu(&mut self) {
+        self.conv1.keep_on_cpu();
+        self.conv2.keep_on_cpu();
+    }
+
     pub fn forward(&self, x: Tensor<4>, temb: Option<&Tensor<2>>) -> Tensor<4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let h = norm_silu_conv(&self.norm1, &self.conv1, x.clone(), false);
         let h = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(t)) => {
                 let t = proj.forward(silu(t.clone()));
@@ -55,12 +61,25 @@ impl ResnetBlock2D {
             }
             _ => h,
         };
-        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let h = norm_silu_conv(&self.norm2, &self.conv2, h, false);
         let x = match &self.conv_shortcut {
             Some(conv) => conv.forward(x),
             None => x,
         };
         x + h
+    }
+}
+
+/// `conv(silu(norm(x)))` (`forward_f32` when `f32`). With kept CPU weights and one image the
+/// GroupNorm + SiLU is fused into the convolution's input copy ([`crate::cpu::band`]).
+pub fn norm_silu_conv(norm: &GroupNorm, conv: &Conv2d, x: Tensor<4>, f32: bool) -> Tensor<4> {
+    match conv.winograd_kept() {
+        Some(w) if x.dims()[0] == 1 => {
+            let (mean, var) = norm.stats(&x);
+            cpu_conv3x3(w, x, Some(&norm.silu_on_cpu(mean, var)))
+        }
+        _ if f32 => conv.forward_f32(silu(norm.forward(x))),
+        _ => conv.forward(silu(norm.forward(x))),
     }
 }
 

@@ -1,12 +1,12 @@
 //! diffusers' AutoencoderKL as used by Stable Diffusion: Encoder (+ `quant_conv`) and
 //! Decoder (+ `post_quant_conv`), GroupNorm eps 1e-6, self-attention in both mid blocks.
 
-use burn::tensor::{Tensor, activation::silu};
+use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::attention::Attention;
 use super::nn::GroupNorm;
-use super::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
+use super::resnet::{Downsample2D, ResnetBlock2D, Upsample2D, norm_silu_conv};
 use crate::model::conv::Conv2d;
 use crate::weights::{ParamStore, WeightsError};
 
@@ -141,7 +141,7 @@ impl Encoder {
             }
         }
         let x = self.mid_block.forward(x);
-        self.conv_out.forward_f32(silu(self.conv_norm_out.forward(x)))
+        norm_silu_conv(&self.conv_norm_out, &self.conv_out, x, true)
     }
 }
 
@@ -197,8 +197,20 @@ impl Decoder {
                 x = u.forward(x, None);
             }
         }
-        self.conv_out.forward_f32(silu(self.conv_norm_out.forward(x)))
+        norm_silu_conv(&self.conv_norm_out, &self.conv_out, x, true)
     }
+}
+
+/// Marks every 3x3 stride-1 convolution of a VAE half for kept CPU weights
+/// ([`Conv2d::keep_on_cpu`]).
+fn keep_on_cpu(conv_in: &mut Conv2d, blocks: &mut [VaeBlock], mid: &mut VaeMidBlock, conv_out: &mut Conv2d) {
+    conv_in.keep_on_cpu();
+    conv_out.keep_on_cpu();
+    for b in blocks {
+        b.resnets.iter_mut().for_each(ResnetBlock2D::keep_on_cpu);
+        b.upsamplers.iter_mut().for_each(|u| u.conv.keep_on_cpu());
+    }
+    mid.resnets.iter_mut().for_each(ResnetBlock2D::keep_on_cpu);
 }
 
 pub struct AutoencoderKL {
@@ -213,13 +225,18 @@ impl AutoencoderKL {
     /// Tensor names are the diffusers checkpoint's (`encoder.…`, `quant_conv.…`, …).
     pub fn load(store: &mut ParamStore, cfg: &AutoencoderKLConfig) -> Result<Self, WeightsError> {
         let l = cfg.latent_channels;
-        Ok(Self {
+        let mut vae = Self {
             encoder: Encoder::load(store, "encoder", cfg)?,
             quant_conv: Conv2d::load_with(store, "quant_conv", 2 * l, 2 * l, 1, 1, 0, true)?,
             post_quant_conv: Conv2d::load_with(store, "post_quant_conv", l, l, 1, 1, 0, true)?,
             decoder: Decoder::load(store, "decoder", cfg)?,
             config: cfg.clone(),
-        })
+        };
+        // On burn's CPU backend the VAE's 3x3 convolutions run by crate::cpu (made on first use).
+        let (e, d) = (&mut vae.encoder, &mut vae.decoder);
+        keep_on_cpu(&mut e.conv_in, &mut e.down_blocks, &mut e.mid_block, &mut e.conv_out);
+        keep_on_cpu(&mut d.conv_in, &mut d.up_blocks, &mut d.mid_block, &mut d.conv_out);
+        Ok(vae)
     }
 
     /// `quant_conv(encoder(x))`: the latent distribution's moments `[N, 2 * latent, h, w]`
