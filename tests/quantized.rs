@@ -378,8 +378,8 @@ fn tiny_pisa_sr_quantized_per_stage() {
 /// weights redrawn from Student-t(3), against f16 per stage on `$ONESTEP_FULLSIZE_DEVICE`
 /// (`cpu`, the default, or `wgpu`: lavapipe here). Input: a 96x64 crop of the sample photo as
 /// the network input (a 12x8 latent: lavapipe runs the full-size UNet slowly). Heavy (about 11 GB of scratch under `$ONESTEP_CACHE`):
-/// `cargo test --release --test quantized full_size -- --ignored --nocapture`. Results:
-/// docs/weights-format.md.
+/// `cargo test --release --test quantized full_size -- --ignored --nocapture`
+/// (`ONESTEP_FULLSIZE_MODES=q8` for fewer modes). Results: docs/weights-format.md.
 #[test]
 #[ignore]
 fn full_size_pisa_sr_quantized_per_stage() {
@@ -392,6 +392,12 @@ fn full_size_pisa_sr_quantized_per_stage() {
         Ok("wgpu") => common::gpu(),
         _ => common::cpu(),
     };
+    // ONESTEP_FULLSIZE_MODES=q8,q4: fewer modes (lavapipe takes minutes per pass).
+    let modes: Vec<Mode> = std::env::var("ONESTEP_FULLSIZE_MODES")
+        .unwrap_or_else(|_| "q8,mixed,q4".into())
+        .split(',')
+        .map(|m| *[Mode::Q8, Mode::Mixed, Mode::Q4].iter().find(|k| k.to_string() == m.trim()).expect("q8, mixed or q4"))
+        .collect();
     let work = cache.join("quant-fullsize");
     let made = |dir: &Path| dir.join("manifest.json").exists();
     // The quantized and Student-t models are made once and kept: later runs (the other device)
@@ -406,7 +412,7 @@ fn full_size_pisa_sr_quantized_per_stage() {
     let f16_bytes = weights::loader::read_manifest(&f16).unwrap().total_bytes();
     for (dist, src) in [("Gaussian", &f16), ("Student-t(3) UNet", &t_f16)] {
         let base = load_model(src, &device);
-        for mode in [Mode::Q8, Mode::Mixed, Mode::Q4] {
+        for mode in modes.iter().copied() {
             let dir = work.join(format!("{}-{mode}", if src == &f16 { "gauss" } else { "t3" }));
             if !made(&dir) {
                 quantize_model(src, &dir, Plan { mode, block: None }, None).unwrap();
