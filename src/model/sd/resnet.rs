@@ -43,13 +43,14 @@ impl ResnetBlock2D {
         })
     }
 
-    /// `temb`: the UNet's time embedding `[N, temb_channels]` (already the shared
-    /// `time_embedding` output; SiLU is applied here, as in diffusers).
     /// Marks the 3x3 convolutions for kept CPU weights ([`Conv2d::keep_on_cpu`]): the VAE's.
     pub fn keep_on_cpu(&mut self) {
         self.conv1.keep_on_cpu();
         self.conv2.keep_on_cpu();
     }
+
+    /// `temb`: the UNet's time embedding `[N, temb_channels]` (already the shared
+    /// `time_embedding` output; SiLU is applied here, as in diffusers).
 
     pub fn forward(&self, x: Tensor<4>, temb: Option<&Tensor<2>>) -> Tensor<4> {
         let h = norm_silu_conv(&self.norm1, &self.conv1, x.clone(), false);
