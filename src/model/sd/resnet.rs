@@ -51,7 +51,6 @@ impl ResnetBlock2D {
 
     /// `temb`: the UNet's time embedding `[N, temb_channels]` (already the shared
     /// `time_embedding` output; SiLU is applied here, as in diffusers).
-
     pub fn forward(&self, x: Tensor<4>, temb: Option<&Tensor<2>>) -> Tensor<4> {
         let h = norm_silu_conv(&self.norm1, &self.conv1, x.clone(), false);
         let h = match (&self.time_emb_proj, temb) {
