@@ -43,7 +43,7 @@ impl Conv2d {
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         if let Some(w) = self.winograd_kept() {
-            return cpu_conv3x3(w, x, None);
+            return cpu_conv3x3(w, x, None, cpu::band::Rows::Whole);
         }
         let delta = self.lora.as_ref().and_then(|l| l.delta(&x));
         let y = conv2d(
@@ -136,14 +136,18 @@ impl Conv2d {
     }
 }
 
-/// `w`'s convolution of the whole images in `x` (`[n, c_in, h, w]`, zero-padded by one), after
+/// `w`'s convolution of each image in `x` (`[n, c_in, h, w]`, rows as `rows` says), after
 /// `pre` if given, on the CPU ([`cpu::band`]); same dtype as `x`.
-pub fn cpu_conv3x3(w: &Winograd3x3, x: Tensor<4>, pre: Option<&cpu::band::NormSilu>) -> Tensor<4> {
+pub fn cpu_conv3x3(w: &Winograd3x3, x: Tensor<4>, pre: Option<&cpu::band::NormSilu>, rows: cpu::band::Rows) -> Tensor<4> {
     let [n, c, h, width] = x.dims();
+    let h_out = match rows {
+        cpu::band::Rows::Whole => h,
+        cpu::band::Rows::Band { .. } => h - 2,
+    };
     let values = cpu::tensor::values(x.clone());
-    let mut out = Vec::with_capacity(n * w.c_out * h * width);
+    let mut out = Vec::with_capacity(n * w.c_out * h_out * width);
     for img in values.chunks(c * h * width) {
-        cpu::band::conv3x3(w, img, h, width, pre, cpu::band::Rows::Whole, &mut out);
+        cpu::band::conv3x3(w, img, h, width, pre, rows, &mut out);
     }
-    cpu::tensor::from_values(out, [n, w.c_out, h, width], &x)
+    cpu::tensor::from_values(out, [n, w.c_out, h_out, width], &x)
 }

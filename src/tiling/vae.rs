@@ -18,11 +18,8 @@
 use burn::tensor::{Device, FloatDType, Tensor, activation::silu, ops::PadMode};
 
 use super::attention::attention_pieces;
-use crate::cpu::{
-    self,
-    band::{NormSilu, Rows},
-};
-use crate::model::conv::Conv2d;
+use crate::cpu::band::{NormSilu, Rows};
+use crate::model::conv::{Conv2d, cpu_conv3x3};
 use crate::model::sd::attention::Attention;
 use crate::model::sd::nn::{GroupNorm, merge_heads, split_heads};
 use crate::model::sd::resnet::{Downsample2D, ResnetBlock2D, Upsample2D, nearest_resize};
@@ -261,9 +258,9 @@ fn conv(conv: &Conv2d, x: &Bands, f32: bool) -> Bands {
 }
 
 /// `conv(silu(group_norm(x)))`, band by band. On the CPU path the GroupNorm + SiLU is fused
-/// into the convolution's input copy ([`cpu::band`]); elsewhere they are separate steps.
+/// into the convolution's input copy ([`crate::cpu::band`]); elsewhere they are separate steps.
 fn norm_silu_conv(norms: &mut Norms, norm: &GroupNorm, c: &Conv2d, x: &Bands, f32: bool) -> Bands {
-    if c.weight.dims()[2] != 3 || c.winograd_kept().is_none() {
+    if c.winograd_kept().is_none() {
         return conv(c, &norms.group_norm(norm, x).map(silu), f32);
     }
     let (mean, var) = norms.stats(norm, x);
@@ -272,21 +269,16 @@ fn norm_silu_conv(norms: &mut Norms, norm: &GroupNorm, c: &Conv2d, x: &Bands, f3
     x.derive((0..x.len()).map(|i| halo_conv(c, x.with_halo(i, 1, 1), [0, 1], f32, Some(&pre), i == 0, i == last)).collect::<Vec<_>>())
 }
 
-/// `conv` of a band `t` that carries its halo rows: [`cpu::band::conv3x3`] when the layer has
-/// CPU weights (3x3, padding `[0, 1]`), else [`Conv2d::forward_padded`]. `pre` (the CPU path
-/// only) is applied to the input first, except to the halo rows that are the image's padding.
+/// `conv` of a band `t` that carries its halo rows: [`cpu_conv3x3`] when the layer has kept
+/// CPU weights (only 3x3, stride-1, padding-1 layers do; here padding `[0, 1]`), else
+/// [`Conv2d::forward_padded`]. `pre` (the CPU path only) is applied to the input first, except
+/// to the halo rows that are the image's padding.
 fn halo_conv(c: &Conv2d, t: Tensor<4>, padding: [usize; 2], f32: bool, pre: Option<&NormSilu>, pad_top: bool, pad_bottom: bool) -> Tensor<4> {
-    match c.winograd_kept().filter(|_| padding == [0, 1] && c.weight.dims()[2] == 3) {
+    match c.winograd_kept() {
         Some(w) => {
-            let [n, ch, h, width] = t.dims();
-            let values = cpu::tensor::values(t.clone());
-            let rows = Rows::Band { pad_top, pad_bottom };
-            let mut out = Vec::with_capacity(n * w.c_out * (h - 2) * width);
-            for img in values.chunks(ch * h * width) {
-                cpu::band::conv3x3(w, img, h, width, pre, rows, &mut out);
-            }
-            let like = if f32 { t.cast(FloatDType::F32) } else { t };
-            cpu::tensor::from_values(out, [n, w.c_out, h - 2, width], &like)
+            debug_assert_eq!(padding, [0, 1], "a kept 3x3 layer pads one column");
+            let y = cpu_conv3x3(w, t, pre, Rows::Band { pad_top, pad_bottom });
+            if f32 { y.cast(FloatDType::F32) } else { y }
         }
         None => {
             assert!(pre.is_none(), "a fused GroupNorm + SiLU needs the CPU path");

@@ -78,8 +78,7 @@ impl GroupNorm {
     /// This norm with one image's statistics (`[1, groups, 1]`), then SiLU, as the CPU
     /// convolutions' fused input step.
     pub fn silu_on_cpu(&self, mean: Tensor<3>, var: Tensor<3>) -> NormSilu {
-        let v = |t: Tensor<1>| values(t);
-        NormSilu::new(&values(mean), &values(var), self.eps, &v(self.weight.clone()), &v(self.bias.clone()))
+        NormSilu::new(&values(mean), &values(var), self.eps, &values(self.weight.clone()), &values(self.bias.clone()))
     }
 
     /// `(x - mean) / sqrt(var + eps) * weight + bias` with given per-group statistics
@@ -96,10 +95,6 @@ impl GroupNorm {
 
     pub fn groups(&self) -> usize {
         self.groups
-    }
-
-    pub fn eps(&self) -> f64 {
-        self.eps
     }
 }
 

@@ -3,6 +3,7 @@
 use burn::tensor::{Int, Tensor, TensorData, activation::silu, ops::PadMode};
 
 use super::nn::{GroupNorm, Linear};
+use crate::cpu::band::Rows;
 use crate::model::conv::{Conv2d, cpu_conv3x3};
 use crate::weights::{ParamStore, WeightsError};
 
@@ -76,7 +77,7 @@ pub fn norm_silu_conv(norm: &GroupNorm, conv: &Conv2d, x: Tensor<4>, f32: bool) 
     match conv.winograd_kept() {
         Some(w) if x.dims()[0] == 1 => {
             let (mean, var) = norm.stats(&x);
-            cpu_conv3x3(w, x, Some(&norm.silu_on_cpu(mean, var)))
+            cpu_conv3x3(w, x, Some(&norm.silu_on_cpu(mean, var)), Rows::Whole)
         }
         _ if f32 => conv.forward_f32(silu(norm.forward(x))),
         _ => conv.forward(silu(norm.forward(x))),
