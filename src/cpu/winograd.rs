@@ -81,6 +81,49 @@ impl Winograd3x3 {
         Self { c_in, c_out, u, bias }
     }
 
+    /// [`Self::new`] per call, for layers whose `U` is not kept (the SD UNet's: 4x its 3.5 GB of
+    /// weights): in f32, eight output channels at a time and every core natively, into `u`
+    /// (a buffer from an earlier call, [`Self::into_buffer`], so its pages are not faulted in
+    /// again). With `merge`, the layer's low-rank branch is added to the weight first
+    /// (`W + scale · B A`), so a LoRA-carrying layer costs one convolution. `G`'s entries
+    /// 1/6, 1/12, 1/24 round in f32: `U` differs from the f64 one by about 1e-7 relative
+    /// (test `per_call_transform_matches_the_kept_one`).
+    pub fn per_call(weight: &[f32], merge: Option<Merge>, bias: Option<&[f32]>, c_in: usize, c_out: usize, mut u: Vec<f32>) -> Self {
+        assert_eq!(weight.len(), c_out * c_in * 9, "3x3 weight shape");
+        // Only grows: every value of the first 36 c_in c_out is written below.
+        if u.len() < 36 * c_in * c_out {
+            u.resize(36 * c_in * c_out, 0.0);
+        }
+        // B's columns scaled, output channels contiguous: `[rank][c_out]`.
+        let b_t: Vec<f32> = merge.as_ref().map_or_else(Vec::new, |m| {
+            assert_eq!((m.a.len(), m.b.len()), (m.rank * c_in * 9, c_out * m.rank), "LoRA shapes");
+            (0..m.rank).flat_map(|r| (0..c_out).map(move |o| m.scale * m.b[o * m.rank + r])).collect()
+        });
+        let out = SendPtr(u.as_mut_ptr());
+        let job = |g: &mut Vec<f32>, i: usize| {
+            // SAFETY: input channel i writes only `u[(k c_in + i) c_out..][..c_out]` for each k.
+            unsafe { transform_weights_dispatch(weight, merge.as_ref().map(|m| (m.a, m.rank)), &b_t, c_in, c_out, i, g, out.get()) }
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            use rayon::prelude::*;
+            (0..c_in).into_par_iter().for_each_init(Vec::new, job);
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let mut g = Vec::new();
+            (0..c_in).for_each(|i| job(&mut g, i));
+        }
+        let bias = bias.map(<[f32]>::to_vec).unwrap_or_else(|| vec![0.0; c_out]);
+        assert_eq!(bias.len(), c_out, "bias shape");
+        Self { c_in, c_out, u, bias }
+    }
+
+    /// The transformed weights' memory, for the next [`Self::per_call`].
+    pub fn into_buffer(self) -> Vec<f32> {
+        self.u
+    }
+
     /// Convolves channels `src_c0..src_c0 + c_in` of `src` (padded by its border) into channels
     /// `dst_c0..dst_c0 + c_out` of `dst`, after `act` and, if given, the scaled residual.
     pub fn forward(&self, src: &Map, src_c0: usize, dst: &mut Map, dst_c0: usize, act: Act, residual: Option<Residual>) {
@@ -114,12 +157,12 @@ impl Winograd3x3 {
         let (tiles_y, tiles_x) = (h_out.div_ceil(4), w_out.div_ceil(4));
         let tiles = tiles_y * tiles_x;
         let out = Out { ptr: dst.data.as_mut_ptr(), geometry: Geometry::of(dst), c0: dst_c0 };
-        let job = |buffers: &mut Buffers, chunk: usize| {
+        let job = |buffers: &mut Buffers, chunk: usize, par: gemm::Parallelism| {
             let first = chunk * TILES_PER_CHUNK;
             let n = TILES_PER_CHUNK.min(tiles - first);
             // SAFETY: chunks write disjoint output tiles; input and output channel ranges are
             // disjoint when they share a map (checked by the callers), so reads never see a write.
-            unsafe { self.chunk_dispatch(&source, &out, tiles_x, first, n, buffers, act, residual) };
+            unsafe { self.chunk_dispatch(&source, &out, tiles_x, first, n, buffers, act, residual, par) };
         };
         for_each_chunk(tiles, c_in, c_out, job);
     }
@@ -128,23 +171,23 @@ impl Winograd3x3 {
     /// written for the auto-vectoriser, and the default x86-64 target stops at SSE2. (An
     /// AVX-512 variant measured slower here: gemm already picks its own kernels at run time.)
     #[allow(clippy::too_many_arguments)]
-    unsafe fn chunk_dispatch(&self, input: &Source, out: &Out, tiles_x: usize, first: usize, n: usize, b: &mut Buffers, act: Act, residual: Option<Residual>) {
+    unsafe fn chunk_dispatch(&self, input: &Source, out: &Out, tiles_x: usize, first: usize, n: usize, b: &mut Buffers, act: Act, residual: Option<Residual>, par: gemm::Parallelism) {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             #[target_feature(enable = "avx2,fma")]
             #[allow(clippy::too_many_arguments)]
-            unsafe fn avx2(conv: &Winograd3x3, input: &Source, out: &Out, tiles_x: usize, first: usize, n: usize, b: &mut Buffers, act: Act, residual: Option<Residual>) {
-                unsafe { conv.chunk(input, out, tiles_x, first, n, b, act, residual) }
+            unsafe fn avx2(conv: &Winograd3x3, input: &Source, out: &Out, tiles_x: usize, first: usize, n: usize, b: &mut Buffers, act: Act, residual: Option<Residual>, par: gemm::Parallelism) {
+                unsafe { conv.chunk(input, out, tiles_x, first, n, b, act, residual, par) }
             }
-            return unsafe { avx2(self, input, out, tiles_x, first, n, b, act, residual) };
+            return unsafe { avx2(self, input, out, tiles_x, first, n, b, act, residual, par) };
         }
-        unsafe { self.chunk(input, out, tiles_x, first, n, b, act, residual) }
+        unsafe { self.chunk(input, out, tiles_x, first, n, b, act, residual, par) }
     }
 
     /// Transform `n` tiles starting at raster index `first`, multiply, transform back, write.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    unsafe fn chunk(&self, input: &Source, out: &Out, tiles_x: usize, first: usize, n: usize, b: &mut Buffers, act: Act, residual: Option<Residual>) {
+    unsafe fn chunk(&self, input: &Source, out: &Out, tiles_x: usize, first: usize, n: usize, b: &mut Buffers, act: Act, residual: Option<Residual>, par: gemm::Parallelism) {
         let (c_in, c_out) = (self.c_in, self.c_out);
         // V_k: [36][n][c_in]
         for t in 0..n {
@@ -173,7 +216,7 @@ impl Winograd3x3 {
                     false,
                     false,
                     false,
-                    gemm::Parallelism::None,
+                    par,
                 );
             }
         }
@@ -198,23 +241,128 @@ impl Winograd3x3 {
     }
 }
 
-/// `job(buffers, chunk)` for every chunk of `tiles`, on every core natively, with this thread's
-/// scratch buffers.
-fn for_each_chunk(tiles: usize, c_in: usize, c_out: usize, job: impl Fn(&mut Buffers, usize) + Sync) {
-    let job = |chunk: usize| {
-        SCRATCH.with_borrow_mut(|buffers| {
-            buffers.fit(c_in, c_out);
-            job(buffers, chunk)
-        })
+/// A low-rank branch merged into a 3x3 weight by [`Winograd3x3::per_call`]: `W + scale · B A`
+/// with `a`: `[rank, c_in, 3, 3]`, `b`: `[c_out, rank]` (peft's lora_A / lora_B).
+pub struct Merge<'a> {
+    pub a: &'a [f32],
+    pub b: &'a [f32],
+    pub rank: usize,
+    pub scale: f32,
+}
+
+struct SendPtr(*mut f32);
+// SAFETY: used only for the disjoint writes described at its uses.
+unsafe impl Sync for SendPtr {}
+unsafe impl Send for SendPtr {}
+
+impl SendPtr {
+    /// (A method, so closures capture the wrapper and not the bare pointer field.)
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// [`transform_weights`] compiled for AVX2 + FMA where the CPU has them.
+///
+/// # Safety
+/// As [`transform_weights`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn transform_weights_dispatch(w: &[f32], a: Option<(&[f32], usize)>, b_t: &[f32], c_in: usize, c_out: usize, i: usize, g: &mut Vec<f32>, u: *mut f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        #[target_feature(enable = "avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn avx2(w: &[f32], a: Option<(&[f32], usize)>, b_t: &[f32], c_in: usize, c_out: usize, i: usize, g: &mut Vec<f32>, u: *mut f32) {
+            unsafe { transform_weights(w, a, b_t, c_in, c_out, i, g, u) }
+        }
+        return unsafe { avx2(w, a, b_t, c_in, c_out, i, g, u) };
+    }
+    unsafe { transform_weights(w, a, b_t, c_in, c_out, i, g, u) }
+}
+
+/// `U_k[i][·] = (G g Gᵀ)_k` for input channel `i` and every output channel, written to
+/// `u[(k c_in + i) c_out..][..c_out]`; `g` is scratch. With `a` (and `b_t`, B's scaled columns
+/// `[rank][c_out]`), the branch is added to each 3x3 kernel first.
+///
+/// # Safety
+/// `u` has room for `36 c_in c_out` values; no other thread writes input channel `i`'s rows.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn transform_weights(w: &[f32], a: Option<(&[f32], usize)>, b_t: &[f32], c_in: usize, c_out: usize, i: usize, g: &mut Vec<f32>, u: *mut f32) {
+    // The 9 taps of every output channel's kernel, output channels contiguous: `[9][c_out]`.
+    g.resize(9 * c_out, 0.0);
+    for o in 0..c_out {
+        let k = &w[(o * c_in + i) * 9..][..9];
+        for (j, v) in k.iter().enumerate() {
+            g[j * c_out + o] = *v;
+        }
+    }
+    if let Some((a, rank)) = a {
+        for r in 0..rank {
+            let b = &b_t[r * c_out..][..c_out];
+            for j in 0..9 {
+                let a_rij = a[(r * c_in + i) * 9 + j];
+                g[j * c_out..][..c_out].iter_mut().zip(b).for_each(|(g, b)| *g += a_rij * b);
+            }
+        }
+    }
+    #[inline(always)]
+    fn block<const N: usize>(g: &[f32], c_out: usize, o: usize, u: *mut f32, c_in: usize, i: usize) {
+        let tap: [[f32; N]; 9] = std::array::from_fn(|j| load::<N>(&g[j * c_out..], o));
+        // G applied to three values (the zeros of G left out, so no multiplications by 0).
+        #[inline(always)]
+        fn g6<const N: usize>(x0: [f32; N], x1: [f32; N], x2: [f32; N]) -> [[f32; N]; 6] {
+            let mut y = [[0.0f32; N]; 6];
+            for l in 0..N {
+                let (a, b, c) = (x0[l], x1[l], x2[l]);
+                y[0][l] = a * (1.0 / 4.0);
+                y[1][l] = (a + b + c) * (-1.0 / 6.0);
+                y[2][l] = (a - b + c) * (-1.0 / 6.0);
+                y[3][l] = a * (1.0 / 24.0) + b * (1.0 / 12.0) + c * (1.0 / 6.0);
+                y[4][l] = a * (1.0 / 24.0) - b * (1.0 / 12.0) + c * (1.0 / 6.0);
+                y[5][l] = c;
+            }
+            y
+        }
+        // G g: column c of the kernel (taps c, 3 + c, 6 + c) → gg[·][c].
+        let cols: [[[f32; N]; 6]; 3] = std::array::from_fn(|c| g6(tap[c], tap[3 + c], tap[6 + c]));
+        for r in 0..6 {
+            // (G g) Gᵀ: row r.
+            let row = g6(cols[0][r], cols[1][r], cols[2][r]);
+            for (s, v) in row.iter().enumerate() {
+                // SAFETY: within input channel i's rows (the caller's contract).
+                let dst = unsafe { std::slice::from_raw_parts_mut(u.add(((r * 6 + s) * c_in + i) * c_out + o), N) };
+                dst.copy_from_slice(v);
+            }
+        }
+    }
+    by_lanes(c_out, |o, wide| if wide { block::<LANES>(g, c_out, o, u, c_in, i) } else { block::<1>(g, c_out, o, u, c_in, i) });
+}
+
+/// `job(buffers, chunk, parallelism)` for every chunk of `tiles`, on every core natively, with
+/// this thread's scratch buffers. With fewer chunks than cores (a UNet's 32x32 map is one chunk)
+/// the chunks run in turn and each matrix product uses every core instead.
+fn for_each_chunk(tiles: usize, c_in: usize, c_out: usize, job: impl Fn(&mut Buffers, usize, gemm::Parallelism) + Sync) {
+    let job = |chunk: usize, par| {
+        // Taken out, not borrowed: a rayon thread waiting inside a matrix product may run
+        // another convolution meanwhile.
+        let mut buffers = SCRATCH.take();
+        buffers.fit(c_in, c_out);
+        job(&mut buffers, chunk, par);
+        SCRATCH.set(buffers);
     };
     let chunks = tiles.div_ceil(TILES_PER_CHUNK);
     #[cfg(not(target_arch = "wasm32"))]
     {
         use rayon::prelude::*;
-        (0..chunks).into_par_iter().for_each(job);
+        if chunks < rayon::current_num_threads() {
+            (0..chunks).for_each(|c| job(c, gemm::Parallelism::Rayon(0)));
+        } else {
+            (0..chunks).into_par_iter().for_each(|c| job(c, gemm::Parallelism::None));
+        }
     }
     #[cfg(target_arch = "wasm32")]
-    (0..chunks).for_each(job);
+    (0..chunks).for_each(|c| job(c, gemm::Parallelism::None));
 }
 
 /// `Bᵀ d B` of tile `tile` (raster order) of the map at `ptr`, channels `c0..c0 + c`, written
@@ -269,6 +417,7 @@ unsafe impl Sync for Source {}
 unsafe impl Sync for Out {}
 
 /// Per-thread scratch: `V` and `M` for one chunk, and the transforms' intermediate rows.
+#[derive(Default)]
 struct Buffers {
     v: Vec<f32>,
     m: Vec<f32>,
@@ -491,6 +640,41 @@ mod tests {
             let total: f64 = dst.data.iter().map(|v| *v as f64).sum();
             let inside: f64 = got.iter().map(|v| *v as f64).sum();
             assert!((total - inside).abs() < 1e-3, "wrote outside the image");
+        }
+    }
+
+    /// The per-call f32 transform (eight output channels at a time, and a tail) against the
+    /// kept f64 one, with and without a merged LoRA branch, into a reused larger buffer.
+    #[test]
+    fn per_call_transform_matches_the_kept_one() {
+        let (c_in, c_out, rank, scale) = (13, 19, 4, 0.7f32);
+        let wt = noise(c_out * c_in * 9, 7);
+        let (a, b) = (noise(rank * c_in * 9, 8), noise(c_out * rank, 9));
+        let mut merged = wt.clone();
+        for o in 0..c_out {
+            for i in 0..c_in {
+                for j in 0..9 {
+                    let ba: f64 = (0..rank).map(|r| b[o * rank + r] as f64 * a[(r * c_in + i) * 9 + j] as f64).sum();
+                    merged[(o * c_in + i) * 9 + j] = (wt[(o * c_in + i) * 9 + j] as f64 + scale as f64 * ba) as f32;
+                }
+            }
+        }
+        let n = 36 * c_in * c_out;
+        for (weights, merge) in [(&wt, None), (&merged, Some(Merge { a: &a, b: &b, rank, scale }))] {
+            let want = Winograd3x3::new(weights, None, c_in, c_out);
+            let got = Winograd3x3::per_call(&wt, merge, None, c_in, c_out, vec![f32::NAN; n + 100]);
+            let top = want.u.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let err = got.u[..n].iter().zip(&want.u).fold(0.0f32, |m, (g, w)| m.max((g - w).abs()));
+            assert!(err <= 1e-6 * top, "U differs by {err} of {top}");
+            // The convolution reads only its own part of a longer buffer.
+            let x = noise(c_in * 9 * 11, 10);
+            let src = Map::from_nchw(&x, c_in, 9, 11, 1, 1, 0);
+            let (mut d1, mut d2) = (Map::zeros(9, 11, c_out, 1, 1), Map::zeros(9, 11, c_out, 1, 1));
+            want.forward(&src, 0, &mut d1, 0, Act::Identity, None);
+            got.forward(&src, 0, &mut d2, 0, Act::Identity, None);
+            let top = d1.data.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let diff = d1.data.iter().zip(&d2.data).fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
+            assert!(diff <= 1e-5 * top, "outputs differ by {diff} of {top}");
         }
     }
 

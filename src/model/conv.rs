@@ -1,7 +1,7 @@
 use burn::tensor::{FloatDType, Tensor, module::conv2d, ops::ConvOptions};
 
 use super::lora::ConvLora;
-use crate::cpu::{self, winograd::Winograd3x3};
+use crate::cpu::{self, winograd::{Merge, Winograd3x3}};
 use crate::weights::{ParamStore, WeightsError};
 
 /// A 2-D convolution with torch's weight layout `[out, in, k, k]` and "same" padding.
@@ -12,8 +12,9 @@ pub struct Conv2d {
     pub lora: Option<ConvLora>,
     padding: usize,
     stride: usize,
-    /// Whether [`Self::winograd_kept`] may make and keep CPU weights ([`Self::keep_on_cpu`]).
-    keep: bool,
+    /// Whether and how this layer takes the CPU convolutions ([`Self::keep_on_cpu`],
+    /// [`Self::transform_per_call`]).
+    on_cpu: OnCpu,
     /// [`Self::winograd`], made on first use by [`Self::winograd_kept`].
     kept: std::sync::OnceLock<Option<Winograd3x3>>,
 }
@@ -38,12 +39,12 @@ impl Conv2d {
         let weight = store.take(&format!("{path}.weight"), [c_out, c_in, k, k])?;
         let bias = if bias { Some(store.take(&format!("{path}.bias"), [c_out])?) } else { None };
         let lora = ConvLora::load(store, path, c_in, c_out, k, stride, padding)?;
-        Ok(Self { weight, bias, lora, padding, stride, keep: false, kept: std::sync::OnceLock::new() })
+        Ok(Self { weight, bias, lora, padding, stride, on_cpu: OnCpu::Burn, kept: std::sync::OnceLock::new() })
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        if let Some(w) = self.winograd_kept() {
-            return cpu_conv3x3(w, x, None, cpu::band::Rows::Whole);
+        if let Some(y) = self.with_cpu_weights(&x, |w| cpu_conv3x3(w, x.clone(), None, cpu::band::Rows::Whole)) {
+            return y;
         }
         let delta = self.lora.as_ref().and_then(|l| l.delta(&x));
         let y = conv2d(
@@ -94,15 +95,18 @@ impl Conv2d {
         conv2d(x, w, b, ConvOptions::new([self.stride; 2], padding, [1, 1], 1))
     }
 
+    /// Whether this is a 3x3, stride-1, padding-1 f32 layer on burn's CPU backend: one the
+    /// CPU convolutions ([`crate::cpu`]) can run.
+    fn is_cpu_3x3(&self) -> bool {
+        let [_, _, kh, kw] = self.weight.dims();
+        (kh, kw, self.stride, self.padding) == (3, 3, 1, 1) && self.dtype() == FloatDType::F32 && cpu::enabled(&self.weight.device())
+    }
+
     /// This layer's weights transformed for the CPU convolutions ([`crate::cpu`]) when it is
     /// a 3x3, stride-1, padding-1 f32 layer without a LoRA branch on burn's CPU backend.
     pub fn winograd(&self) -> Option<Winograd3x3> {
-        let [c_out, c_in, kh, kw] = self.weight.dims();
-        if (kh, kw, self.stride, self.padding) != (3, 3, 1, 1)
-            || self.lora.is_some()
-            || self.dtype() != FloatDType::F32
-            || !cpu::enabled(&self.weight.device())
-        {
+        let [c_out, c_in, _, _] = self.weight.dims();
+        if !self.is_cpu_3x3() || self.lora.is_some() {
             return None;
         }
         let bias = self.bias.clone().map(cpu::tensor::values);
@@ -113,14 +117,47 @@ impl Conv2d {
     /// convolutions. `U` is 4x the weights in f32 (SD 2.1's VAE: about 1.3 GB more), so the
     /// UNet's convolutions are not marked and stay on burn.
     pub fn keep_on_cpu(&mut self) {
-        self.keep = true;
+        self.on_cpu = OnCpu::Kept;
+    }
+
+    /// Lets [`Self::with_cpu_weights`] transform this layer's weights on each call (with its
+    /// LoRA branch merged when switched on) for maps of at least [`PER_CALL_MIN_PIXELS`]: the
+    /// SD UNet's convolutions, whose `U` would be too large to keep.
+    pub fn transform_per_call(&mut self) {
+        self.on_cpu = OnCpu::PerCall;
+    }
+
+    /// `f` with this layer's CPU weights for input `x`, when the layer takes the CPU path for
+    /// it: kept ([`Self::keep_on_cpu`]) or made for this call ([`Self::transform_per_call`]).
+    pub fn with_cpu_weights<R>(&self, x: &Tensor<4>, f: impl FnOnce(&Winograd3x3) -> R) -> Option<R> {
+        match self.on_cpu {
+            OnCpu::Burn => None,
+            OnCpu::Kept => self.winograd_kept().map(f),
+            OnCpu::PerCall => {
+                let [_, _, h, w] = x.dims();
+                if h * w < PER_CALL_MIN_PIXELS || !self.is_cpu_3x3() {
+                    return None;
+                }
+                let [c_out, c_in, _, _] = self.weight.dims();
+                let weight = cpu::tensor::values(self.weight.clone());
+                let bias = self.bias.clone().map(cpu::tensor::values);
+                let lora = self.lora.as_ref().filter(|l| l.switch.is_on());
+                let ab = lora.map(|l| (cpu::tensor::values(l.a.clone()), cpu::tensor::values(l.b.clone())));
+                let merge = lora.zip(ab.as_ref()).map(|(l, (a, b))| Merge { a, b, rank: l.a.dims()[0], scale: l.scale });
+                let buffer = std::mem::take(&mut *U_BUFFER.lock().unwrap_or_else(|e| e.into_inner()));
+                let conv = Winograd3x3::per_call(&weight, merge, bias.as_deref(), c_in, c_out, buffer);
+                let y = f(&conv);
+                *U_BUFFER.lock().unwrap_or_else(|e| e.into_inner()) = conv.into_buffer();
+                Some(y)
+            }
+        }
     }
 
     /// [`Self::winograd`] made once, on first use, and kept with the layer, for a layer marked
     /// by [`Self::keep_on_cpu`]; `None` for the others. [`Self::forward`] and the VAE's band
     /// convolutions ([`crate::tiling::vae`]) use it.
     pub fn winograd_kept(&self) -> Option<&Winograd3x3> {
-        if !self.keep {
+        if self.on_cpu != OnCpu::Kept {
             return None;
         }
         self.kept.get_or_init(|| self.winograd()).as_ref()
@@ -136,6 +173,26 @@ impl Conv2d {
     }
 }
 
+/// How a layer takes the CPU convolutions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OnCpu {
+    /// burn's conv2d.
+    Burn,
+    /// `U` made on first use and kept ([`Conv2d::keep_on_cpu`]).
+    Kept,
+    /// `U` made on each call ([`Conv2d::transform_per_call`]).
+    PerCall,
+}
+
+/// The smallest map (pixels) for which a per-call layer takes the CPU path: the weight
+/// transform costs 9 / tiles of the products (14% at 32x32, 56% at 16x16), and a 16x16 map
+/// of SD's 1280 channels would transform 236 MB of weights for 16 tiles.
+pub const PER_CALL_MIN_PIXELS: usize = 32 * 32;
+
+/// The per-call layers' transformed weights, reused: the largest (SD's 1280 → 1280 at 32x32,
+/// 236 MB) is made once, not faulted in again each call.
+static U_BUFFER: std::sync::Mutex<Vec<f32>> = std::sync::Mutex::new(Vec::new());
+
 /// `w`'s convolution of each image in `x` (`[n, c_in, h, w]`, rows as `rows` says), after
 /// `pre` if given, on the CPU ([`cpu::band`]); same dtype as `x`.
 pub fn cpu_conv3x3(w: &Winograd3x3, x: Tensor<4>, pre: Option<&cpu::band::NormSilu>, rows: cpu::band::Rows) -> Tensor<4> {
@@ -150,4 +207,48 @@ pub fn cpu_conv3x3(w: &Winograd3x3, x: Tensor<4>, pre: Option<&cpu::band::NormSi
         cpu::band::conv3x3(w, img, h, width, pre, rows, &mut out);
     }
     cpu::tensor::from_values(out, [n, w.c_out, h_out, width], &x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::ParamStore;
+    use std::sync::atomic::Ordering;
+
+    /// A LoRA-carrying 3x3 layer on the per-call CPU path (branch merged into `U`) against
+    /// burn's conv2d plus the unmerged branch, switched on and off, on a map just at the
+    /// threshold and on one below it (burn's path).
+    #[test]
+    fn per_call_layer_with_its_lora_branch_matches_burn() {
+        let device = crate::device::cpu();
+        let (c_in, c_out, rank) = (24, 20, 4);
+        let mut store = ParamStore::new(&device);
+        store.insert("l.weight", &[c_out, c_in, 3, 3], cpu::noise(c_out * c_in * 9, 1).iter().map(|v| v * 0.2).collect());
+        store.insert("l.bias", &[c_out], cpu::noise(c_out, 2));
+        store.insert("l.lora_A.weight", &[rank, c_in, 3, 3], cpu::noise(rank * c_in * 9, 3));
+        store.insert("l.lora_B.weight", &[c_out, rank, 1, 1], cpu::noise(c_out * rank, 4));
+        let flag = store.keep_lora_branches(0.5);
+        let mut conv = Conv2d::load(&mut store, "l", c_in, c_out, 3).unwrap();
+        let reference = |conv: &Conv2d, x: Tensor<4>| {
+            let y = conv2d(x.clone(), conv.weight.clone(), conv.bias.clone(), ConvOptions::new([1, 1], [1, 1], [1, 1], 1));
+            match conv.lora.as_ref().and_then(|l| l.delta(&x)) {
+                Some(d) => y + d,
+                None => y,
+            }
+        };
+        for side in [32, 20] {
+            let x = Tensor::<4>::from_data(burn::tensor::TensorData::new(cpu::noise(c_in * side * side, 5), [1, c_in, side, side]), &device);
+            for on in [true, false] {
+                flag.store(on, Ordering::Relaxed);
+                conv.transform_per_call();
+                assert_eq!(conv.with_cpu_weights(&x, |_| ()).is_some(), side * side >= PER_CALL_MIN_PIXELS);
+                let got = cpu::tensor::values(conv.forward(x.clone()));
+                let want = cpu::tensor::values(reference(&conv, x.clone()));
+                let top = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let err = got.iter().zip(&want).fold(0.0f32, |m, (g, w)| m.max((g - w).abs()));
+                // Winograd's rounding (docs/cpu.md: below 1e-5 of the output's largest value).
+                assert!(err <= 1e-5 * top, "{side}x{side}, branch {on}: error {err} of {top}");
+            }
+        }
+    }
 }

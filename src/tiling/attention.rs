@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::tensor::{FloatDType, Tensor, activation::softmax};
 
+use crate::cpu;
+
 /// The most score elements (`batch * heads * queries * keys`) one block may hold.
 static MAX_SCORES: AtomicUsize = AtomicUsize::new(usize::MAX);
 
@@ -44,8 +46,14 @@ pub fn chunks(bh: usize, lq: usize, lk: usize, budget: usize) -> (usize, usize) 
 /// `[Lq, Lk]` (additive, f32), blocks of at most [`max_scores`] scores. Scores and softmax
 /// run in f32; the result has `q`'s dtype.
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<Tensor<2>>, scale: f64) -> Tensor<4> {
-    let [b, h, lq, _] = q.dims();
+    let [b, h, lq, d] = q.dims();
     let lk = k.dims()[2];
+    if mask.is_none() && crate::cpu::enabled(&q.device()) {
+        // burn's CPU backend: blocks of query rows, never the whole score tensor.
+        let (qv, kv, vv) = (cpu::tensor::values(q.clone()), cpu::tensor::values(k), cpu::tensor::values(v));
+        let out = cpu::attention::attention(&qv, &kv, &vv, b * h, lq, lk, d, scale as f32);
+        return cpu::tensor::from_values(out, [b, h, lq, d], &q);
+    }
     let (cq, ck) = chunks(b * h, lq, lk, max_scores());
     let q = q.cast(FloatDType::F32) * scale;
     let k = k.cast(FloatDType::F32);

@@ -9,7 +9,9 @@ use burn::tensor::Device;
 pub mod sd;
 
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // cargo sets it at run time too: a binary built in another clone (one shared target dir)
+    // must read this checkout's files, not the path it was compiled at.
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }
 
 pub fn fixture(rel: &str) -> PathBuf {

@@ -44,6 +44,13 @@ impl ResnetBlock2D {
         })
     }
 
+    /// Marks the 3x3 convolutions for weights transformed per call on the CPU
+    /// ([`Conv2d::transform_per_call`]): the UNet's.
+    pub fn transform_per_call(&mut self) {
+        self.conv1.transform_per_call();
+        self.conv2.transform_per_call();
+    }
+
     /// Marks the 3x3 convolutions for kept CPU weights ([`Conv2d::keep_on_cpu`]): the VAE's.
     pub fn keep_on_cpu(&mut self) {
         self.conv1.keep_on_cpu();
@@ -74,14 +81,16 @@ impl ResnetBlock2D {
 /// `conv(silu(norm(x)))` (`forward_f32` when `f32`). With kept CPU weights and one image the
 /// GroupNorm + SiLU is fused into the convolution's input copy ([`crate::cpu::band`]).
 pub fn norm_silu_conv(norm: &GroupNorm, conv: &Conv2d, x: Tensor<4>, f32: bool) -> Tensor<4> {
-    match conv.winograd_kept() {
-        Some(w) if x.dims()[0] == 1 => {
+    if x.dims()[0] == 1 {
+        let fused = conv.with_cpu_weights(&x, |w| {
             let (mean, var) = norm.stats(&x);
-            cpu_conv3x3(w, x, Some(&norm.silu_on_cpu(mean, var)), Rows::Whole)
+            cpu_conv3x3(w, x.clone(), Some(&norm.silu_on_cpu(mean, var)), Rows::Whole)
+        });
+        if let Some(y) = fused {
+            return y;
         }
-        _ if f32 => conv.forward_f32(silu(norm.forward(x))),
-        _ => conv.forward(silu(norm.forward(x))),
     }
+    if f32 { conv.forward_f32(silu(norm.forward(x))) } else { conv.forward(silu(norm.forward(x))) }
 }
 
 /// Stride-2 3x3 conv. `padding = 0` is SD's VAE variant: pad right and bottom by one

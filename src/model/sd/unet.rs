@@ -132,7 +132,7 @@ impl UNet2DConditionModel {
         let resnet = |store: &mut ParamStore, p: String, c_in, c_out| ResnetBlock2D::load(store, &p, c_in, c_out, Some(temb), g, eps);
         let transformer = |store: &mut ParamStore, p: String, c, heads| Transformer2DModel::load(store, &p, c, heads, ctx, g, tl);
 
-        let conv_in = Conv2d::load(store, "conv_in", cfg.in_channels, ch[0], 3)?;
+        let mut conv_in = Conv2d::load(store, "conv_in", cfg.in_channels, ch[0], 3)?;
         let time_embedding = TimestepEmbedding {
             linear_1: Linear::load(store, "time_embedding.linear_1", ch[0], temb, true)?,
             linear_2: Linear::load(store, "time_embedding.linear_2", temb, temb, true)?,
@@ -158,7 +158,7 @@ impl UNet2DConditionModel {
         }
 
         let c_mid = ch[n - 1];
-        let mid_block = UNetBlock {
+        let mut mid_block = UNetBlock {
             resnets: vec![
                 resnet(store, "mid_block.resnets.0".into(), c_mid, c_mid)?,
                 resnet(store, "mid_block.resnets.1".into(), c_mid, c_mid)?,
@@ -194,6 +194,15 @@ impl UNet2DConditionModel {
             up_blocks.push(block);
         }
 
+
+        let mut conv_out = Conv2d::load(store, "conv_out", ch[0], cfg.out_channels, 3)?;
+        // The 3x3 convolutions take the CPU path on large maps, weights transformed per call.
+        conv_in.transform_per_call();
+        conv_out.transform_per_call();
+        for block in down_blocks.iter_mut().chain([&mut mid_block]).chain(up_blocks.iter_mut()) {
+            block.resnets.iter_mut().for_each(ResnetBlock2D::transform_per_call);
+            block.upsamplers.iter_mut().for_each(|u| u.conv.transform_per_call());
+        }
         Ok(Self {
             conv_in,
             time_embedding,
@@ -201,7 +210,7 @@ impl UNet2DConditionModel {
             mid_block,
             up_blocks,
             conv_norm_out: GroupNorm::load(store, "conv_norm_out", g, ch[0], eps)?,
-            conv_out: Conv2d::load(store, "conv_out", ch[0], cfg.out_channels, 3)?,
+            conv_out,
             config: cfg.clone(),
         })
     }
