@@ -6,6 +6,7 @@
 //! 64x64 level: 5 x 4096 x 4096, 320 MB each, faulted in anew each time) and calls the
 //! C library's `expf` per score.
 
+use super::SendPtr;
 use super::band::exp;
 
 /// Scores per block: 64 query rows of 4096 keys (1 MiB), fewer rows for longer key sets.
@@ -13,6 +14,7 @@ const BLOCK_SCORES: usize = 1 << 18;
 const LANES: usize = 8;
 
 /// `q: [bh, lq, d]`, `k, v: [bh, lk, d]` (f32, contiguous) → `[bh, lq, d]`.
+#[allow(clippy::too_many_arguments)]
 pub fn attention(q: &[f32], k: &[f32], v: &[f32], bh: usize, lq: usize, lk: usize, d: usize, scale: f32) -> Vec<f32> {
     assert!(q.len() == bh * lq * d && k.len() == bh * lk * d && v.len() == bh * lk * d, "attention shapes");
     let rows = (BLOCK_SCORES / lk.max(1)).clamp(1, 64).min(lq.max(1));
@@ -38,17 +40,6 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], bh: usize, lq: usize, lk: usiz
         (0..bh * blocks_per_head).for_each(|b| job(&mut scores, b));
     }
     out
-}
-
-struct SendPtr(*mut f32);
-// SAFETY: the blocks write disjoint rows.
-unsafe impl Sync for SendPtr {}
-unsafe impl Send for SendPtr {}
-
-impl SendPtr {
-    fn get(&self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// [`block`] compiled for AVX2 + FMA where the CPU has them (the softmax loop is written for

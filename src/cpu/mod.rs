@@ -32,6 +32,19 @@ pub fn enabled(device: &Device) -> bool {
     *device == Device::flex()
 }
 
+/// A pointer shared by threads that write disjoint parts of one buffer (each use says which).
+pub(crate) struct SendPtr(pub(crate) *mut f32);
+// SAFETY: only used for disjoint writes, as stated where it is made.
+unsafe impl Sync for SendPtr {}
+unsafe impl Send for SendPtr {}
+
+impl SendPtr {
+    /// (A method, so closures capture the wrapper and not the bare pointer field.)
+    pub(crate) fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// `n` values uniform in [-1, 1) from `seed` (xorshift): inputs for the tests and the
 /// measurements (examples/cpu_conv.rs).
 #[doc(hidden)]

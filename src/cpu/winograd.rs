@@ -10,6 +10,7 @@
 //! the result differs from a direct convolution by a few ulps of the largest term, measured in
 //! `tests` below and stated in docs/cpu.md.
 
+use super::SendPtr;
 use super::map::{Map, conv_out};
 
 /// Output tiles transformed, multiplied and written back together: one gemm per transform
@@ -248,18 +249,6 @@ pub struct Merge<'a> {
     pub b: &'a [f32],
     pub rank: usize,
     pub scale: f32,
-}
-
-struct SendPtr(*mut f32);
-// SAFETY: used only for the disjoint writes described at its uses.
-unsafe impl Sync for SendPtr {}
-unsafe impl Send for SendPtr {}
-
-impl SendPtr {
-    /// (A method, so closures capture the wrapper and not the bare pointer field.)
-    fn get(&self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// [`transform_weights`] compiled for AVX2 + FMA where the CPU has them.
