@@ -11,6 +11,7 @@ use burn::tensor::{Tensor, TensorData};
 use onestep_sr::upscaler::Upscaler;
 
 fn main() {
+    onestep_sr::cpu::heap::keep_freed_memory();
     let mut args = std::env::args().skip(1);
     let model = std::path::PathBuf::from(args.next().expect("usage: sd_unet MODEL [RUNS]"));
     let runs: usize = args.next().map_or(1, |r| r.parse().expect("RUNS"));

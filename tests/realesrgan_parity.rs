@@ -43,9 +43,11 @@ fn realesrgan_x4plus_cpu_matches_ncnn_within_1_level() {
 
 #[test]
 fn realesrgan_x4plus_wgpu_vulkan_matches_ncnn_within_1_level() {
-    // Lavapipe runs RRDBNet about 20x slower than the CPU backend: the two smaller photos (one
-    // RGBA, one not square) cover the same code paths in 57% of the pixels.
-    check_parity(gpu(), "wgpu", "realesrgan-x4plus", &PHOTOS[1..]);
+    // Lavapipe runs RRDBNet about 20x slower than the CPU backend (the two smaller photos took
+    // 25-40 minutes of CI on an AVX2-only machine): the RGBA photo alone covers the network and
+    // the alpha path; the CPU test covers every photo, and the compact models' wgpu test a
+    // photo that is not square.
+    check_parity(gpu(), "wgpu", "realesrgan-x4plus", &PHOTOS[2..]);
 }
 
 #[test]

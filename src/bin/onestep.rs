@@ -307,6 +307,7 @@ enum Convert {
 }
 
 fn main() -> ExitCode {
+    onestep_sr::cpu::heap::keep_freed_memory();
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,

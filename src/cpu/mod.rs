@@ -17,6 +17,7 @@
 
 pub mod attention;
 pub mod band;
+pub mod heap;
 pub mod map;
 pub mod tensor;
 pub mod winograd;
