@@ -45,41 +45,12 @@ pub struct Winograd3x3 {
 }
 
 impl Winograd3x3 {
-    /// `weight`: torch's `[c_out, c_in, 3, 3]`.
+    /// `weight`: torch's `[c_out, c_in, 3, 3]`. `U` is made by the vectorised f32 transform of
+    /// [`Self::per_call`] (every core natively): the f64 scalar one it replaced took 7% of a
+    /// full-size SD VAE decode, whose kept layers make their `U` on first use, and differs from
+    /// it by about 1e-7 relative (test `f32_transform_matches_the_f64_one`).
     pub fn new(weight: &[f32], bias: Option<&[f32]>, c_in: usize, c_out: usize) -> Self {
-        assert_eq!(weight.len(), c_out * c_in * 9, "3x3 weight shape");
-        const G: [[f32; 3]; 6] = [
-            [1.0 / 4.0, 0.0, 0.0],
-            [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
-            [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
-            [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
-            [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
-            [0.0, 0.0, 1.0],
-        ];
-        let mut u = vec![0.0f32; 36 * c_in * c_out];
-        // Output channels innermost: `u`'s writes are sequential (SD's 512x512 layers scattered
-        // them over 36 MB otherwise).
-        for i in 0..c_in {
-            for o in 0..c_out {
-                let g = &weight[(o * c_in + i) * 9..][..9];
-                // G g (6x3), then (G g) Gᵀ (6x6); in f64 so the transform adds no rounding.
-                let mut gg = [[0.0f64; 3]; 6];
-                for (r, row) in G.iter().enumerate() {
-                    for c in 0..3 {
-                        gg[r][c] = (0..3).map(|k| row[k] as f64 * g[k * 3 + c] as f64).sum();
-                    }
-                }
-                for r in 0..6 {
-                    for s in 0..6 {
-                        let v: f64 = (0..3).map(|k| gg[r][k] * G[s][k] as f64).sum();
-                        u[((r * 6 + s) * c_in + i) * c_out + o] = v as f32;
-                    }
-                }
-            }
-        }
-        let bias = bias.map(<[f32]>::to_vec).unwrap_or_else(|| vec![0.0; c_out]);
-        assert_eq!(bias.len(), c_out, "bias shape");
-        Self { c_in, c_out, u, bias }
+        Self::per_call(weight, None, bias, c_in, c_out, Vec::new())
     }
 
     /// [`Self::new`] per call, for layers whose `U` is not kept (the SD UNet's: 4x its 3.5 GB of
@@ -88,7 +59,7 @@ impl Winograd3x3 {
     /// again). With `merge`, the layer's low-rank branch is added to the weight first
     /// (`W + scale · B A`), so a LoRA-carrying layer costs one convolution. `G`'s entries
     /// 1/6, 1/12, 1/24 round in f32: `U` differs from the f64 one by about 1e-7 relative
-    /// (test `per_call_transform_matches_the_kept_one`).
+    /// (test `f32_transform_matches_the_f64_one`).
     pub fn per_call(weight: &[f32], merge: Option<Merge>, bias: Option<&[f32]>, c_in: usize, c_out: usize, mut u: Vec<f32>) -> Self {
         assert_eq!(weight.len(), c_out * c_in * 9, "3x3 weight shape");
         // Only grows: every value of the first 36 c_in c_out is written below.
@@ -608,6 +579,44 @@ mod tests {
     use super::*;
     use crate::cpu::noise;
 
+    impl Winograd3x3 {
+        /// [`Self::new`] with `U` computed in f64 and rounded once, scalar and on one thread: the
+        /// tests' reference for the f32 transform.
+        fn new_f64(weight: &[f32], bias: Option<&[f32]>, c_in: usize, c_out: usize) -> Self {
+            assert_eq!(weight.len(), c_out * c_in * 9, "3x3 weight shape");
+            const G: [[f32; 3]; 6] = [
+                [1.0 / 4.0, 0.0, 0.0],
+                [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+                [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+                [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+                [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+                [0.0, 0.0, 1.0],
+            ];
+            let mut u = vec![0.0f32; 36 * c_in * c_out];
+            for i in 0..c_in {
+                for o in 0..c_out {
+                    let g = &weight[(o * c_in + i) * 9..][..9];
+                    // G g (6x3), then (G g) Gᵀ (6x6); in f64 so the transform adds no rounding.
+                    let mut gg = [[0.0f64; 3]; 6];
+                    for (r, row) in G.iter().enumerate() {
+                        for c in 0..3 {
+                            gg[r][c] = (0..3).map(|k| row[k] as f64 * g[k * 3 + c] as f64).sum();
+                        }
+                    }
+                    for r in 0..6 {
+                        for s in 0..6 {
+                            let v: f64 = (0..3).map(|k| gg[r][k] * G[s][k] as f64).sum();
+                            u[((r * 6 + s) * c_in + i) * c_out + o] = v as f32;
+                        }
+                    }
+                }
+            }
+            let bias = bias.map(<[f32]>::to_vec).unwrap_or_else(|| vec![0.0; c_out]);
+            assert_eq!(bias.len(), c_out, "bias shape");
+            Self { c_in, c_out, u, bias }
+        }
+    }
+
     /// Every padding and a size that is not a multiple of 4; error relative to the output's
     /// largest magnitude.
     #[test]
@@ -632,10 +641,10 @@ mod tests {
         }
     }
 
-    /// The per-call f32 transform (eight output channels at a time, and a tail) against the
-    /// kept f64 one, with and without a merged LoRA branch, into a reused larger buffer.
+    /// The f32 transform (eight output channels at a time, and a tail) against the f64 one,
+    /// with and without a merged LoRA branch, into a reused larger buffer.
     #[test]
-    fn per_call_transform_matches_the_kept_one() {
+    fn f32_transform_matches_the_f64_one() {
         let (c_in, c_out, rank, scale) = (13, 19, 4, 0.7f32);
         let wt = noise(c_out * c_in * 9, 7);
         let (a, b) = (noise(rank * c_in * 9, 8), noise(c_out * rank, 9));
@@ -650,7 +659,7 @@ mod tests {
         }
         let n = 36 * c_in * c_out;
         for (weights, merge) in [(&wt, None), (&merged, Some(Merge { a: &a, b: &b, rank, scale }))] {
-            let want = Winograd3x3::new(weights, None, c_in, c_out);
+            let want = Winograd3x3::new_f64(weights, None, c_in, c_out);
             let got = Winograd3x3::per_call(&wt, merge, None, c_in, c_out, vec![f32::NAN; n + 100]);
             let top = want.u.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             let err = got.u[..n].iter().zip(&want.u).fold(0.0f32, |m, (g, w)| m.max((g - w).abs()));
