@@ -26,6 +26,41 @@ impl NormSilu {
     }
 }
 
+/// Per-group mean and biased variance of one image's NCHW `values` (`groups` runs of
+/// contiguous channels), in f64 and two passes (mean, then squared deviations): read from the
+/// values the convolution reads anyway instead of through burn's `var_mean_bias` and its
+/// temporaries. [`crate::tiling::vae::band_stats`] sums bands the same way.
+pub fn group_stats(values: &[f32], groups: usize) -> (Vec<f32>, Vec<f32>) {
+    let per = (values.len() / groups.max(1)) as f64;
+    let mean: Vec<f64> = group_sums(values, groups, |_, v| f64::from(v)).iter().map(|s| s / per).collect();
+    let var = group_sums(values, groups, |g, v| (f64::from(v) - mean[g]).powi(2));
+    (mean.iter().map(|&m| m as f32).collect(), var.iter().map(|&s| (s / per) as f32).collect())
+}
+
+/// `Σ f(group, value)` over each of `groups` equal runs of `values`, in f64 with eight partial
+/// sums (vectorisable, and closer to pairwise summation than one); groups in parallel natively.
+pub fn group_sums(values: &[f32], groups: usize, f: impl Fn(usize, f32) -> f64 + Sync) -> Vec<f64> {
+    assert!(groups > 0 && values.len() % groups == 0, "GroupNorm shapes");
+    let per = values.len() / groups;
+    let one = |g: usize| {
+        let mut acc = [0.0f64; LANES];
+        let mut chunks = values[g * per..][..per].chunks_exact(LANES);
+        for c in &mut chunks {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a += f(g, v);
+            }
+        }
+        acc.iter().sum::<f64>() + chunks.remainder().iter().map(|&v| f(g, v)).sum::<f64>()
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        (0..groups).into_par_iter().map(one).collect()
+    }
+    #[cfg(target_arch = "wasm32")]
+    (0..groups).map(one).collect()
+}
+
 /// Which rows of the input are the convolution's padding.
 #[derive(Clone, Copy, Debug)]
 pub enum Rows {
@@ -153,6 +188,18 @@ mod tests {
 
     /// A band in the middle of an image and one at its top: GroupNorm + SiLU then the
     /// convolution, against the same steps in f64 with the padding row left at zero.
+    #[test]
+    fn group_stats_match_f64_sums() {
+        let x: Vec<f32> = crate::cpu::noise(6 * 37, 3).iter().enumerate().map(|(i, v)| v * 3.0 + (i / 37) as f32).collect();
+        let (mean, var) = group_stats(&x, 3);
+        for g in 0..3 {
+            let part = &x[g * 74..][..74];
+            let m = part.iter().map(|&v| f64::from(v)).sum::<f64>() / 74.0;
+            let v = part.iter().map(|&v| (f64::from(v) - m).powi(2)).sum::<f64>() / 74.0;
+            assert!((f64::from(mean[g]) - m).abs() < 1e-6 && (f64::from(var[g]) - v).abs() < 1e-5 * v, "group {g}");
+        }
+    }
+
     #[test]
     fn fused_norm_silu_conv_matches_the_steps() {
         let (c_in, c_out, h, w, groups) = (12, 5, 7, 9, 3);

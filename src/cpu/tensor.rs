@@ -20,6 +20,14 @@ pub fn to_maps(x: Tensor<4>, r: usize, extra: usize) -> (Vec<Map>, Vec<f32>) {
     (maps, values)
 }
 
+/// `f` on the values of `x` as f32, in its element order, borrowed from the tensor's data:
+/// [`values`] copies them once more into a `Vec` (burn keeps its data 64-byte aligned, a
+/// `Vec<f32>` cannot take that allocation over), a full copy of every map a layer reads.
+pub fn with_values<const D: usize, R>(x: Tensor<D>, f: impl FnOnce(&[f32]) -> R) -> R {
+    let data = x.cast(FloatDType::F32).into_data();
+    f(data.as_slice::<f32>().expect("f32 after cast"))
+}
+
 /// The values of `x` as f32, in its element order (NCHW for an image).
 pub fn values<const D: usize>(x: Tensor<D>) -> Vec<f32> {
     // Synchronous readback: on the CPU backend the data is already on the host (in wasm too).

@@ -110,7 +110,7 @@ impl Conv2d {
             return None;
         }
         let bias = self.bias.clone().map(cpu::tensor::values);
-        Some(Winograd3x3::new(&cpu::tensor::values(self.weight.clone()), bias.as_deref(), c_in, c_out))
+        Some(cpu::tensor::with_values(self.weight.clone(), |weight| Winograd3x3::new(weight, bias.as_deref(), c_in, c_out)))
     }
 
     /// Lets [`Self::winograd_kept`] make and keep this layer's CPU weights: the SD VAE's
@@ -139,13 +139,14 @@ impl Conv2d {
                     return None;
                 }
                 let [c_out, c_in, _, _] = self.weight.dims();
-                let weight = cpu::tensor::values(self.weight.clone());
                 let bias = self.bias.clone().map(cpu::tensor::values);
                 let lora = self.lora.as_ref().filter(|l| l.switch.is_on());
                 let ab = lora.map(|l| (cpu::tensor::values(l.a.clone()), cpu::tensor::values(l.b.clone())));
                 let merge = lora.zip(ab.as_ref()).map(|(l, (a, b))| Merge { a, b, rank: l.a.dims()[0], scale: l.scale });
                 let buffer = std::mem::take(&mut *U_BUFFER.lock().unwrap_or_else(|e| e.into_inner()));
-                let conv = Winograd3x3::per_call(&weight, merge, bias.as_deref(), c_in, c_out, buffer);
+                let conv = cpu::tensor::with_values(self.weight.clone(), |weight| {
+                    Winograd3x3::per_call(weight, merge, bias.as_deref(), c_in, c_out, buffer)
+                });
                 let y = f(&conv);
                 *U_BUFFER.lock().unwrap_or_else(|e| e.into_inner()) = conv.into_buffer();
                 Some(y)
@@ -193,6 +194,20 @@ pub const PER_CALL_MIN_PIXELS: usize = 32 * 32;
 /// 236 MB) is made once, not faulted in again each call.
 static U_BUFFER: std::sync::Mutex<Vec<f32>> = std::sync::Mutex::new(Vec::new());
 
+/// [`cpu_conv3x3`] of one whole image (`[1, c_in, h, w]`) after a GroupNorm + SiLU whose
+/// statistics `norm` makes from the image's own NCHW values: they are read once, for the
+/// statistics and the fused copy in, with no tensor op between.
+pub fn cpu_norm_silu_conv3x3(w: &Winograd3x3, x: Tensor<4>, norm: impl FnOnce(&[f32]) -> cpu::band::NormSilu) -> Tensor<4> {
+    let [n, _, h, width] = x.dims();
+    assert_eq!(n, 1, "one image");
+    let mut out = Vec::with_capacity(w.c_out * h * width);
+    cpu::tensor::with_values(x.clone(), |values| {
+        let pre = norm(values);
+        cpu::band::conv3x3(w, values, h, width, Some(&pre), cpu::band::Rows::Whole, &mut out);
+    });
+    cpu::tensor::from_values(out, [1, w.c_out, h, width], &x)
+}
+
 /// `w`'s convolution of each image in `x` (`[n, c_in, h, w]`, rows as `rows` says), after
 /// `pre` if given, on the CPU ([`cpu::band`]); same dtype as `x`.
 pub fn cpu_conv3x3(w: &Winograd3x3, x: Tensor<4>, pre: Option<&cpu::band::NormSilu>, rows: cpu::band::Rows) -> Tensor<4> {
@@ -201,11 +216,12 @@ pub fn cpu_conv3x3(w: &Winograd3x3, x: Tensor<4>, pre: Option<&cpu::band::NormSi
         cpu::band::Rows::Whole => h,
         cpu::band::Rows::Band { .. } => h - 2,
     };
-    let values = cpu::tensor::values(x.clone());
     let mut out = Vec::with_capacity(n * w.c_out * h_out * width);
-    for img in values.chunks(c * h * width) {
-        cpu::band::conv3x3(w, img, h, width, pre, rows, &mut out);
-    }
+    cpu::tensor::with_values(x.clone(), |values| {
+        for img in values.chunks(c * h * width) {
+            cpu::band::conv3x3(w, img, h, width, pre, rows, &mut out);
+        }
+    });
     cpu::tensor::from_values(out, [n, w.c_out, h_out, width], &x)
 }
 

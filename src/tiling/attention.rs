@@ -50,8 +50,10 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<Tensor<2
     let lk = k.dims()[2];
     if mask.is_none() && crate::cpu::enabled(&q.device()) {
         // burn's CPU backend: blocks of query rows, never the whole score tensor.
-        let (qv, kv, vv) = (cpu::tensor::values(q.clone()), cpu::tensor::values(k), cpu::tensor::values(v));
-        let out = cpu::attention::attention(&qv, &kv, &vv, b * h, lq, lk, d, scale as f32);
+        use cpu::tensor::with_values;
+        let out = with_values(q.clone(), |qv| {
+            with_values(k, |kv| with_values(v, |vv| cpu::attention::attention(qv, kv, vv, b * h, lq, lk, d, scale as f32)))
+        });
         return cpu::tensor::from_values(out, [b, h, lq, d], &q);
     }
     let (cq, ck) = chunks(b * h, lq, lk, max_scores());

@@ -78,7 +78,14 @@ impl GroupNorm {
     /// This norm with one image's statistics (`[1, groups, 1]`), then SiLU, as the CPU
     /// convolutions' fused input step.
     pub fn silu_on_cpu(&self, mean: Tensor<3>, var: Tensor<3>) -> NormSilu {
-        NormSilu::new(&values(mean), &values(var), self.eps, &values(self.weight.clone()), &values(self.bias.clone()))
+        NormSilu::new(&values(mean), &values(var), self.eps, &values_of(&self.weight), &values_of(&self.bias))
+    }
+
+    /// [`Self::silu_on_cpu`] with the statistics of one image's NCHW `values` (f32), computed
+    /// on the CPU from the values the fused convolution reads ([`crate::cpu::band::group_stats`]).
+    pub fn silu_on_cpu_of(&self, values: &[f32]) -> NormSilu {
+        let (mean, var) = crate::cpu::band::group_stats(values, self.groups);
+        NormSilu::new(&mean, &var, self.eps, &values_of(&self.weight), &values_of(&self.bias))
     }
 
     /// `(x - mean) / sqrt(var + eps) * weight + bias` with given per-group statistics
@@ -96,6 +103,10 @@ impl GroupNorm {
     pub fn groups(&self) -> usize {
         self.groups
     }
+}
+
+fn values_of(t: &Tensor<1>) -> Vec<f32> {
+    values(t.clone())
 }
 
 /// torch.nn.LayerNorm over the last dimension, affine.

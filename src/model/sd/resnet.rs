@@ -3,8 +3,7 @@
 use burn::tensor::{Int, Tensor, TensorData, activation::silu, ops::PadMode};
 
 use super::nn::{GroupNorm, Linear};
-use crate::cpu::band::Rows;
-use crate::model::conv::{Conv2d, cpu_conv3x3};
+use crate::model::conv::{Conv2d, cpu_norm_silu_conv3x3};
 use crate::weights::{ParamStore, WeightsError};
 
 /// norm1 → SiLU → conv1 (+ time embedding) → norm2 → SiLU → conv2, plus a 1x1
@@ -82,10 +81,7 @@ impl ResnetBlock2D {
 /// GroupNorm + SiLU is fused into the convolution's input copy ([`crate::cpu::band`]).
 pub fn norm_silu_conv(norm: &GroupNorm, conv: &Conv2d, x: Tensor<4>, f32: bool) -> Tensor<4> {
     if x.dims()[0] == 1 {
-        let fused = conv.with_cpu_weights(&x, |w| {
-            let (mean, var) = norm.stats(&x);
-            cpu_conv3x3(w, x.clone(), Some(&norm.silu_on_cpu(mean, var)), Rows::Whole)
-        });
+        let fused = conv.with_cpu_weights(&x, |w| cpu_norm_silu_conv3x3(w, x.clone(), |values| norm.silu_on_cpu_of(values)));
         if let Some(y) = fused {
             return y;
         }
