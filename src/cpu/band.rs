@@ -26,6 +26,15 @@ impl NormSilu {
     }
 }
 
+/// The GroupNorm + SiLU a fused convolution applies to its input.
+#[derive(Clone, Copy)]
+pub enum Pre<'a> {
+    /// Made from statistics computed elsewhere (a band's: the whole image's).
+    Given(&'a NormSilu),
+    /// Made from each image's own NCHW values as the convolution reads them.
+    Of(&'a dyn Fn(&[f32]) -> NormSilu),
+}
+
 /// Per-group mean and biased variance of one image's NCHW `values` (`groups` runs of
 /// contiguous channels), in f64 and two passes (mean, then squared deviations): read from the
 /// values the convolution reads anyway instead of through burn's `var_mean_bias` and its

@@ -194,23 +194,10 @@ pub const PER_CALL_MIN_PIXELS: usize = 32 * 32;
 /// 236 MB) is made once, not faulted in again each call.
 static U_BUFFER: std::sync::Mutex<Vec<f32>> = std::sync::Mutex::new(Vec::new());
 
-/// [`cpu_conv3x3`] of one whole image (`[1, c_in, h, w]`) after a GroupNorm + SiLU whose
-/// statistics `norm` makes from the image's own NCHW values: they are read once, for the
-/// statistics and the fused copy in, with no tensor op between.
-pub fn cpu_norm_silu_conv3x3(w: &Winograd3x3, x: Tensor<4>, norm: impl FnOnce(&[f32]) -> cpu::band::NormSilu) -> Tensor<4> {
-    let [n, _, h, width] = x.dims();
-    assert_eq!(n, 1, "one image");
-    let mut out = Vec::with_capacity(w.c_out * h * width);
-    cpu::tensor::with_values(x.clone(), |values| {
-        let pre = norm(values);
-        cpu::band::conv3x3(w, values, h, width, Some(&pre), cpu::band::Rows::Whole, &mut out);
-    });
-    cpu::tensor::from_values(out, [1, w.c_out, h, width], &x)
-}
-
 /// `w`'s convolution of each image in `x` (`[n, c_in, h, w]`, rows as `rows` says), after
-/// `pre` if given, on the CPU ([`cpu::band`]); same dtype as `x`.
-pub fn cpu_conv3x3(w: &Winograd3x3, x: Tensor<4>, pre: Option<&cpu::band::NormSilu>, rows: cpu::band::Rows) -> Tensor<4> {
+/// `pre` if given, on the CPU ([`cpu::band`]); same dtype as `x`. The values are read once,
+/// for `pre`'s statistics ([`cpu::band::Pre::Of`]) and the copy in.
+pub fn cpu_conv3x3(w: &Winograd3x3, x: Tensor<4>, pre: Option<cpu::band::Pre>, rows: cpu::band::Rows) -> Tensor<4> {
     let [n, c, h, width] = x.dims();
     let h_out = match rows {
         cpu::band::Rows::Whole => h,
@@ -219,6 +206,15 @@ pub fn cpu_conv3x3(w: &Winograd3x3, x: Tensor<4>, pre: Option<&cpu::band::NormSi
     let mut out = Vec::with_capacity(n * w.c_out * h_out * width);
     cpu::tensor::with_values(x.clone(), |values| {
         for img in values.chunks(c * h * width) {
+            let own;
+            let pre = match pre {
+                Some(cpu::band::Pre::Given(p)) => Some(p),
+                Some(cpu::band::Pre::Of(norm)) => {
+                    own = norm(img);
+                    Some(&own)
+                }
+                None => None,
+            };
             cpu::band::conv3x3(w, img, h, width, pre, rows, &mut out);
         }
     });

@@ -3,7 +3,8 @@
 use burn::tensor::{Int, Tensor, TensorData, activation::silu, ops::PadMode};
 
 use super::nn::{GroupNorm, Linear};
-use crate::model::conv::{Conv2d, cpu_norm_silu_conv3x3};
+use crate::cpu::band::{Pre, Rows};
+use crate::model::conv::{Conv2d, cpu_conv3x3};
 use crate::weights::{ParamStore, WeightsError};
 
 /// norm1 → SiLU → conv1 (+ time embedding) → norm2 → SiLU → conv2, plus a 1x1
@@ -81,7 +82,8 @@ impl ResnetBlock2D {
 /// GroupNorm + SiLU is fused into the convolution's input copy ([`crate::cpu::band`]).
 pub fn norm_silu_conv(norm: &GroupNorm, conv: &Conv2d, x: Tensor<4>, f32: bool) -> Tensor<4> {
     if x.dims()[0] == 1 {
-        let fused = conv.with_cpu_weights(&x, |w| cpu_norm_silu_conv3x3(w, x.clone(), |values| norm.silu_on_cpu_of(values)));
+        let of = |values: &[f32]| norm.silu_on_cpu_of(values);
+        let fused = conv.with_cpu_weights(&x, |w| cpu_conv3x3(w, x.clone(), Some(Pre::Of(&of)), Rows::Whole));
         if let Some(y) = fused {
             return y;
         }
