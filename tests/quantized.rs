@@ -422,12 +422,10 @@ fn full_size_pisa_sr_quantized_per_stage() {
             let bytes = weights::loader::read_manifest(&dir).unwrap().total_bytes();
             let what = format!("full-size PiSA-SR {mode}, {dist} weights ({bytes} bytes, f16 {f16_bytes})");
             let (z, eps, psnr) = pisa_stages_on(&what, &load_model(&dir, &device), &base, x.clone(), photo.clone());
-            // Loose sanity bounds only (random weights): the numbers are the result. At 4 bits a
-            // random UNet of this depth decorrelates eps (rel RMS 0.64 on the CPU's 96x64 crop,
-            // 1.10 on lavapipe's 48x32); q4's dequantization itself is checked exactly
-            // (`q8_and_q4_round_trip_exactly_on_wgpu`), so q4 is bounded only against a blow-up.
+            // Loose sanity bounds only (random weights): the numbers are the result. (q4 on
+            // lavapipe's 48x32 crop measured eps 1.10, over this bound: docs/weights-format.md.)
             assert!(z.is_finite() && eps.is_finite() && psnr.is_finite(), "{what}");
-            assert!(eps < if mode == Mode::Q4 { 2.0 } else { 0.2 }, "{what}: eps rel RMS {eps:e}");
+            assert!(eps < if mode == Mode::Q4 { 1.0 } else { 0.2 }, "{what}: eps rel RMS {eps:e}");
         }
     }
 }
