@@ -11,7 +11,7 @@ use super::band::exp;
 
 /// Scores per block: 64 query rows of 4096 keys (1 MiB), fewer rows for longer key sets.
 const BLOCK_SCORES: usize = 1 << 18;
-const LANES: usize = 8;
+const LANES: usize = 16;
 
 /// `q: [bh, lq, d]`, `k, v: [bh, lk, d]` (f32, contiguous) → `[bh, lq, d]`.
 #[allow(clippy::too_many_arguments)]
@@ -42,19 +42,30 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], bh: usize, lq: usize, lk: usiz
     out
 }
 
-/// [`block`] compiled for AVX2 + FMA where the CPU has them (the softmax loop is written for
-/// the auto-vectoriser).
+/// [`block`] compiled for AVX-512 or AVX2 + FMA where the CPU has them (the softmax loop is
+/// written for the auto-vectoriser, 16 lanes: one AVX-512 register, two AVX2 ones).
 #[allow(clippy::too_many_arguments)]
 fn block_dispatch(q: &[f32], k: &[f32], v: &[f32], n: usize, lk: usize, d: usize, scale: f32, s: &mut Vec<f32>, o: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        #[target_feature(enable = "avx2,fma")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn avx2(q: &[f32], k: &[f32], v: &[f32], n: usize, lk: usize, d: usize, scale: f32, s: &mut Vec<f32>, o: &mut [f32]) {
-            block(q, k, v, n, lk, d, scale, s, o)
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx512(q: &[f32], k: &[f32], v: &[f32], n: usize, lk: usize, d: usize, scale: f32, s: &mut Vec<f32>, o: &mut [f32]) {
+                block(q, k, v, n, lk, d, scale, s, o)
+            }
+            // SAFETY: the feature was just detected.
+            return unsafe { avx512(q, k, v, n, lk, d, scale, s, o) };
         }
-        // SAFETY: the features were just detected.
-        return unsafe { avx2(q, k, v, n, lk, d, scale, s, o) };
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            #[target_feature(enable = "avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx2(q: &[f32], k: &[f32], v: &[f32], n: usize, lk: usize, d: usize, scale: f32, s: &mut Vec<f32>, o: &mut [f32]) {
+                block(q, k, v, n, lk, d, scale, s, o)
+            }
+            // SAFETY: the features were just detected.
+            return unsafe { avx2(q, k, v, n, lk, d, scale, s, o) };
+        }
     }
     block(q, k, v, n, lk, d, scale, s, o)
 }
@@ -77,7 +88,9 @@ fn block(q: &[f32], k: &[f32], v: &[f32], n: usize, lk: usize, d: usize, scale: 
     // P = exp(S - row max), unnormalised; the row sums divide the output at the end.
     let mut sums = vec![0.0f32; n];
     for (row, sum) in s[..n * lk].chunks_exact_mut(lk).zip(&mut sums) {
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+        let mut lanes = [f32::NEG_INFINITY; LANES];
+        row.chunks_exact(LANES).for_each(|c| lanes.iter_mut().zip(c).for_each(|(m, v)| *m = m.max(*v)));
+        let max = row.chunks_exact(LANES).remainder().iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, v| m.max(*v));
         let mut acc = [0.0f32; LANES];
         let mut chunks = row.chunks_exact_mut(LANES);
         for c in &mut chunks {

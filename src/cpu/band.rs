@@ -24,6 +24,25 @@ impl NormSilu {
         let shift = (0..c).map(|k| (f64::from(bias[k]) - f64::from(mean[k / per]) * f64::from(scale[k])) as f32).collect();
         Self { scale, shift }
     }
+
+    /// `silu(x * scale + shift)` of one image's NCHW values (`hw` pixels a channel), as a new
+    /// buffer: the input of a convolution that does not fuse it into its own copy.
+    pub fn apply_nchw(&self, x: &[f32], hw: usize) -> Vec<f32> {
+        assert_eq!(x.len(), self.scale.len() * hw, "one scale per channel");
+        let mut out = vec![0.0f32; x.len()];
+        for ((o, x), (&a, &b)) in out.chunks_exact_mut(hw).zip(x.chunks_exact(hw)).zip(self.scale.iter().zip(&self.shift)) {
+            let mut oc = o.chunks_exact_mut(LANES);
+            let mut xc = x.chunks_exact(LANES);
+            for (o, x) in (&mut oc).zip(&mut xc) {
+                o.copy_from_slice(&silu(std::array::from_fn(|l| x[l] * a + b)));
+            }
+            for (o, x) in oc.into_remainder().iter_mut().zip(xc.remainder()) {
+                let t = x * a + b;
+                *o = t / (1.0 + (-t).exp());
+            }
+        }
+        out
+    }
 }
 
 /// The GroupNorm + SiLU a fused convolution applies to its input.
@@ -163,16 +182,19 @@ fn silu(x: [f32; LANES]) -> [f32; LANES] {
 /// `g = x - n ln 2`, `|g| ≤ ln2 / 2`, and `e^g` by its Taylor series to degree 7 (truncation
 /// below 1e-8, relative, before f32 rounding). Inputs are clamped to [-87, 88], inside f32's normal range.
 #[inline(always)]
-pub fn exp(x: [f32; LANES]) -> [f32; LANES] {
+pub fn exp<const L: usize>(x: [f32; L]) -> [f32; L] {
     const ROUND: f32 = 12_582_912.0;
     std::array::from_fn(|l| {
         let x = x[l].clamp(-87.0, 88.0);
-        let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+        let r = x * std::f32::consts::LOG2_E + ROUND;
+        let n = r - ROUND;
         // g = x - n ln 2 with ln 2 split in two (Cody and Waite): n · 0.693359375 is exact, so
         // g keeps f32 precision even where x is large.
         let g = (x - n * 0.693_359_4) + n * 2.121_944_4e-4;
         let p = 1.0 + g * (1.0 + g * (0.5 + g * (1.0 / 6.0 + g * (1.0 / 24.0 + g * (1.0 / 120.0 + g * (1.0 / 720.0 + g * (1.0 / 5040.0)))))));
-        p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+        // 2^n from r's own bits: r's low mantissa bits hold n (its exponent is fixed by ROUND),
+        // integer lane arithmetic only (`n as i32` would be a saturating conversion per lane).
+        p * f32::from_bits(r.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23)
     })
 }
 

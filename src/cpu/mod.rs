@@ -17,7 +17,10 @@
 
 pub mod attention;
 pub mod band;
+pub mod geglu;
 pub mod heap;
+pub mod im2col;
+pub mod linear;
 pub mod map;
 pub mod tensor;
 pub mod winograd;

@@ -28,6 +28,19 @@ pub fn with_values<const D: usize, R>(x: Tensor<D>, f: impl FnOnce(&[f32]) -> R)
     f(data.as_slice::<f32>().expect("f32 after cast"))
 }
 
+/// `f` on the values of `x` (f32, in its element order) read in place from burn's CPU backend
+/// when `x` is a contiguous f32 tensor there: a layer's weights are shared with the model, so
+/// [`with_values`] would copy all of them on every call. Any other tensor goes through
+/// [`with_values`].
+pub fn with_slice<const D: usize, R>(x: &Tensor<D>, f: impl FnOnce(&[f32]) -> R) -> R {
+    if let Ok(p) = x.clone().try_into_primitive::<burn_flex::Flex>()
+        && let Some(s) = p.as_slice::<f32>()
+    {
+        return f(s);
+    }
+    with_values(x.clone(), f)
+}
+
 /// The values of `x` as f32, in its element order (NCHW for an image).
 pub fn values<const D: usize>(x: Tensor<D>) -> Vec<f32> {
     // Synchronous readback: on the CPU backend the data is already on the host (in wasm too).
@@ -42,5 +55,12 @@ pub fn from_maps(maps: &[Map], c0: usize, c: usize, like: &Tensor<4>) -> Tensor<
 
 /// NCHW f32 `values` of `dims` as a tensor on `like`'s device and dtype.
 pub fn from_values(values: Vec<f32>, dims: [usize; 4], like: &Tensor<4>) -> Tensor<4> {
-    Tensor::<4>::from_data(TensorData::new(values, dims), &like.device()).cast(FloatDType::from(like.dtype()))
+    like_of(values, dims, like)
+}
+
+/// f32 `values` of `dims` as a tensor on `like`'s device and dtype: made as f32 (a device
+/// configured for f16 would otherwise round them to f16 on the way in), then cast.
+pub fn like_of<const D: usize, const E: usize>(values: Vec<f32>, dims: [usize; D], like: &Tensor<E>) -> Tensor<D> {
+    let device = like.device();
+    Tensor::<D>::from_data(TensorData::new(values, dims), (&device, burn::tensor::DType::F32)).cast(FloatDType::from(like.dtype()))
 }

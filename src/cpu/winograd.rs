@@ -62,9 +62,11 @@ impl Winograd3x3 {
     /// (test `f32_transform_matches_the_f64_one`).
     pub fn per_call(weight: &[f32], merge: Option<Merge>, bias: Option<&[f32]>, c_in: usize, c_out: usize, mut u: Vec<f32>) -> Self {
         assert_eq!(weight.len(), c_out * c_in * 9, "3x3 weight shape");
-        // Only grows: every value of the first 36 c_in c_out is written below.
+        // Only grows: every value of the first 36 c_in c_out is written below. A larger buffer
+        // is made fresh (the old one freed first), as growing in place would copy the old values.
         if u.len() < 36 * c_in * c_out {
-            u.resize(36 * c_in * c_out, 0.0);
+            drop(std::mem::take(&mut u));
+            u = vec![0.0; 36 * c_in * c_out];
         }
         // B's columns scaled, output channels contiguous: `[rank][c_out]`.
         let b_t: Vec<f32> = merge.as_ref().map_or_else(Vec::new, |m| {

@@ -46,6 +46,9 @@ impl Conv2d {
         if let Some(y) = self.with_cpu_weights(&x, |w| cpu_conv3x3(w, x.clone(), None, cpu::band::Rows::Whole)) {
             return y;
         }
+        if let Some(y) = self.direct_on_cpu(&x, None) {
+            return y;
+        }
         let delta = self.lora.as_ref().and_then(|l| l.delta(&x));
         let y = conv2d(
             x,
@@ -110,7 +113,7 @@ impl Conv2d {
             return None;
         }
         let bias = self.bias.clone().map(cpu::tensor::values);
-        Some(cpu::tensor::with_values(self.weight.clone(), |weight| Winograd3x3::new(weight, bias.as_deref(), c_in, c_out)))
+        Some(cpu::tensor::with_slice(&self.weight, |weight| Winograd3x3::new(weight, bias.as_deref(), c_in, c_out)))
     }
 
     /// Lets [`Self::winograd_kept`] make and keep this layer's CPU weights: the SD VAE's
@@ -121,8 +124,9 @@ impl Conv2d {
     }
 
     /// Lets [`Self::with_cpu_weights`] transform this layer's weights on each call (with its
-    /// LoRA branch merged when switched on) for maps of at least [`PER_CALL_MIN_PIXELS`]: the
-    /// SD UNet's convolutions, whose `U` would be too large to keep.
+    /// LoRA branch merged when switched on) for maps of at least [`PER_CALL_MIN_PIXELS`], and
+    /// [`Self::direct_on_cpu`] run it otherwise: the SD UNet's convolutions, whose `U` would be
+    /// too large to keep.
     pub fn transform_per_call(&mut self) {
         self.on_cpu = OnCpu::PerCall;
     }
@@ -144,7 +148,7 @@ impl Conv2d {
                 let ab = lora.map(|l| (cpu::tensor::values(l.a.clone()), cpu::tensor::values(l.b.clone())));
                 let merge = lora.zip(ab.as_ref()).map(|(l, (a, b))| Merge { a, b, rank: l.a.dims()[0], scale: l.scale });
                 let buffer = std::mem::take(&mut *U_BUFFER.lock().unwrap_or_else(|e| e.into_inner()));
-                let conv = cpu::tensor::with_values(self.weight.clone(), |weight| {
+                let conv = cpu::tensor::with_slice(&self.weight, |weight| {
                     Winograd3x3::per_call(weight, merge, bias.as_deref(), c_in, c_out, buffer)
                 });
                 let y = f(&conv);
@@ -152,6 +156,46 @@ impl Conv2d {
                 Some(y)
             }
         }
+    }
+
+    /// `conv(pre(x))` by [`cpu::im2col`] (any kernel and stride, the LoRA branch as two thin
+    /// products) for a per-call layer ([`Self::transform_per_call`]: the SD UNet's) on burn's
+    /// CPU backend in f32, where [`Self::with_cpu_weights`] does not take it: maps under
+    /// [`PER_CALL_MIN_PIXELS`], 1x1 and stride-2 layers. `None` for every other layer.
+    pub fn direct_on_cpu(&self, x: &Tensor<4>, pre: Option<cpu::band::Pre>) -> Option<Tensor<4>> {
+        let f32 = FloatDType::F32;
+        if self.on_cpu != OnCpu::PerCall || self.dtype() != f32 || FloatDType::from(x.dtype()) != f32 || !cpu::enabled(&x.device()) {
+            return None;
+        }
+        let [n, c, h, w] = x.dims();
+        let [c_out, c_in, k, _] = self.weight.dims();
+        assert_eq!(c, c_in, "input channels");
+        let g = cpu::im2col::Geometry { c_in, c_out, k, stride: self.stride, pad: self.padding };
+        let bias = self.bias.clone().map(cpu::tensor::values);
+        let lora = self.lora.as_ref().filter(|l| l.switch.is_on());
+        let ab = lora.map(|l| (cpu::tensor::values(l.a.clone()), cpu::tensor::values(l.b.clone()), l.a.dims()[0], l.scale));
+        let branch = ab.as_ref().map(|(a, b, rank, scale)| cpu::im2col::Branch { a, b, rank: *rank, scale: *scale });
+        let (ho, wo) = (g.out(h), g.out(w));
+        let out = cpu::tensor::with_slice(x, |xs| {
+            cpu::tensor::with_slice(&self.weight, |ws| {
+                let mut out = Vec::with_capacity(n * c_out * ho * wo);
+                for img in xs.chunks_exact(c * h * w) {
+                    let own;
+                    let act = match pre {
+                        Some(cpu::band::Pre::Given(p)) => p.apply_nchw(img, h * w),
+                        Some(cpu::band::Pre::Of(norm)) => {
+                            own = norm(img);
+                            own.apply_nchw(img, h * w)
+                        }
+                        None => Vec::new(),
+                    };
+                    let input = if pre.is_some() { &act[..] } else { img };
+                    out.extend(cpu::im2col::conv(input, h, w, g, ws, bias.as_deref(), branch));
+                }
+                out
+            })
+        });
+        Some(cpu::tensor::from_values(out, [n, c_out, ho, wo], x))
     }
 
     /// [`Self::winograd`] made once, on first use, and kept with the layer, for a layer marked

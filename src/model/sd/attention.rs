@@ -95,7 +95,14 @@ impl FeedForward {
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let mut halves = self.geglu_proj.forward(x).chunk(2, 2);
+        let proj = self.geglu_proj.forward(x);
+        if crate::cpu::enabled(&proj.device()) && burn::tensor::FloatDType::from(proj.dtype()) == burn::tensor::FloatDType::F32 {
+            // One vectorised pass on the CPU instead of burn's split, erf and product.
+            let [b, l, two_inner] = proj.dims();
+            let h = crate::cpu::tensor::with_slice(&proj, |p| crate::cpu::geglu::geglu(p, b * l, two_inner / 2));
+            return self.out.forward(crate::cpu::tensor::like_of(h, [b, l, two_inner / 2], &proj));
+        }
+        let mut halves = proj.chunk(2, 2);
         let gate = halves.pop().expect("two halves");
         let hidden = halves.pop().expect("two halves");
         self.out.forward(hidden * gelu(gate))

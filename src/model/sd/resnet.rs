@@ -44,11 +44,15 @@ impl ResnetBlock2D {
         })
     }
 
-    /// Marks the 3x3 convolutions for weights transformed per call on the CPU
-    /// ([`Conv2d::transform_per_call`]): the UNet's.
+    /// Marks the convolutions (3x3 and the 1x1 shortcut) for the CPU path of the UNet
+    /// ([`Conv2d::transform_per_call`]: Winograd with weights transformed per call on large
+    /// maps, [`crate::cpu::im2col`] on the rest).
     pub fn transform_per_call(&mut self) {
         self.conv1.transform_per_call();
         self.conv2.transform_per_call();
+        if let Some(c) = &mut self.conv_shortcut {
+            c.transform_per_call();
+        }
     }
 
     /// Marks the 3x3 convolutions for kept CPU weights ([`Conv2d::keep_on_cpu`]): the VAE's.
@@ -84,7 +88,7 @@ pub fn norm_silu_conv(norm: &GroupNorm, conv: &Conv2d, x: Tensor<4>, f32: bool) 
     if x.dims()[0] == 1 {
         let of = |values: &[f32]| norm.silu_on_cpu_of(values);
         let fused = conv.with_cpu_weights(&x, |w| cpu_conv3x3(w, x.clone(), Some(Pre::Of(&of)), Rows::Whole));
-        if let Some(y) = fused {
+        if let Some(y) = fused.or_else(|| conv.direct_on_cpu(&x, Some(Pre::Of(&of)))) {
             return y;
         }
     }

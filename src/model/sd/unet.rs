@@ -202,6 +202,7 @@ impl UNet2DConditionModel {
         for block in down_blocks.iter_mut().chain([&mut mid_block]).chain(up_blocks.iter_mut()) {
             block.resnets.iter_mut().for_each(ResnetBlock2D::transform_per_call);
             block.upsamplers.iter_mut().for_each(|u| u.conv.transform_per_call());
+            block.downsamplers.iter_mut().for_each(|d| d.conv.transform_per_call());
         }
         Ok(Self {
             conv_in,
