@@ -16,28 +16,43 @@ const LANES: usize = 16;
 /// `q: [bh, lq, d]`, `k, v: [bh, lk, d]` (f32, contiguous) → `[bh, lq, d]`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(q: &[f32], k: &[f32], v: &[f32], bh: usize, lq: usize, lk: usize, d: usize, scale: f32) -> Vec<f32> {
-    assert!(q.len() == bh * lq * d && k.len() == bh * lk * d && v.len() == bh * lk * d, "attention shapes");
+    attention_heads(q, k, v, bh, 1, lq, lk, d, scale)
+}
+
+/// Heads side by side as the projections write them: `q: [b, lq, heads·d]`, `k, v: [b, lk,
+/// heads·d]` → `[b, lq, heads·d]`, each head reading and writing its `d` columns in place
+/// (the matrix products take row strides), so the heads are never split into copies of
+/// their own and merged back.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_heads(q: &[f32], k: &[f32], v: &[f32], b: usize, heads: usize, lq: usize, lk: usize, d: usize, scale: f32) -> Vec<f32> {
+    let w = heads * d;
+    assert!(q.len() == b * lq * w && k.len() == b * lk * w && v.len() == b * lk * w, "attention shapes");
     let rows = (BLOCK_SCORES / lk.max(1)).clamp(1, 64).min(lq.max(1));
     let blocks_per_head = lq.div_ceil(rows);
-    let mut out = vec![0.0f32; bh * lq * d];
+    let mut out = vec![0.0f32; b * lq * w];
     let dst = SendPtr(out.as_mut_ptr());
     let job = |scores: &mut Vec<f32>, block: usize| {
-        let (head, r0) = (block / blocks_per_head, (block % blocks_per_head) * rows);
+        let (bh, r0) = (block / blocks_per_head, (block % blocks_per_head) * rows);
+        let (img, head) = (bh / heads, bh % heads);
         let n = rows.min(lq - r0);
-        let (q, k, v) = (&q[(head * lq + r0) * d..][..n * d], &k[head * lk * d..][..lk * d], &v[head * lk * d..][..lk * d]);
-        // SAFETY: each block writes its own `n` output rows.
-        let o = unsafe { std::slice::from_raw_parts_mut(dst.get().add((head * lq + r0) * d), n * d) };
-        block_dispatch(q, k, v, n, lk, d, scale, scores, o);
+        // Each from its first value to its last: rows of `w` values, this head's `d` of them.
+        let span = |rows: usize| (rows - 1) * w + d;
+        let at = |l: usize, r: usize| (img * l + r) * w + head * d;
+        let (q, k, v) = (&q[at(lq, r0)..][..span(n)], &k[at(lk, 0)..][..span(lk)], &v[at(lk, 0)..][..span(lk)]);
+        // SAFETY: each block writes its own `n` rows of its head's columns (the rows between
+        // are other heads' or other blocks', never written through this slice).
+        let o = unsafe { std::slice::from_raw_parts_mut(dst.get().add(at(lq, r0)), span(n)) };
+        block_dispatch(q, k, v, n, lk, d, w, scale, scores, o);
     };
     #[cfg(not(target_arch = "wasm32"))]
     {
         use rayon::prelude::*;
-        (0..bh * blocks_per_head).into_par_iter().for_each_init(Vec::new, job);
+        (0..b * heads * blocks_per_head).into_par_iter().for_each_init(Vec::new, job);
     }
     #[cfg(target_arch = "wasm32")]
     {
         let mut scores = Vec::new();
-        (0..bh * blocks_per_head).for_each(|b| job(&mut scores, b));
+        (0..b * heads * blocks_per_head).for_each(|b| job(&mut scores, b));
     }
     out
 }
@@ -45,35 +60,36 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], bh: usize, lq: usize, lk: usiz
 /// [`block`] compiled for AVX-512 or AVX2 + FMA where the CPU has them (the softmax loop is
 /// written for the auto-vectoriser, 16 lanes: one AVX-512 register, two AVX2 ones).
 #[allow(clippy::too_many_arguments)]
-fn block_dispatch(q: &[f32], k: &[f32], v: &[f32], n: usize, lk: usize, d: usize, scale: f32, s: &mut Vec<f32>, o: &mut [f32]) {
+fn block_dispatch(q: &[f32], k: &[f32], v: &[f32], n: usize, lk: usize, d: usize, w: usize, scale: f32, s: &mut Vec<f32>, o: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx512f") {
             #[target_feature(enable = "avx512f,avx2,fma")]
             #[allow(clippy::too_many_arguments)]
-            unsafe fn avx512(q: &[f32], k: &[f32], v: &[f32], n: usize, lk: usize, d: usize, scale: f32, s: &mut Vec<f32>, o: &mut [f32]) {
-                block(q, k, v, n, lk, d, scale, s, o)
+            unsafe fn avx512(q: &[f32], k: &[f32], v: &[f32], n: usize, lk: usize, d: usize, w: usize, scale: f32, s: &mut Vec<f32>, o: &mut [f32]) {
+                block(q, k, v, n, lk, d, w, scale, s, o)
             }
             // SAFETY: the feature was just detected.
-            return unsafe { avx512(q, k, v, n, lk, d, scale, s, o) };
+            return unsafe { avx512(q, k, v, n, lk, d, w, scale, s, o) };
         }
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             #[target_feature(enable = "avx2,fma")]
             #[allow(clippy::too_many_arguments)]
-            unsafe fn avx2(q: &[f32], k: &[f32], v: &[f32], n: usize, lk: usize, d: usize, scale: f32, s: &mut Vec<f32>, o: &mut [f32]) {
-                block(q, k, v, n, lk, d, scale, s, o)
+            unsafe fn avx2(q: &[f32], k: &[f32], v: &[f32], n: usize, lk: usize, d: usize, w: usize, scale: f32, s: &mut Vec<f32>, o: &mut [f32]) {
+                block(q, k, v, n, lk, d, w, scale, s, o)
             }
             // SAFETY: the features were just detected.
-            return unsafe { avx2(q, k, v, n, lk, d, scale, s, o) };
+            return unsafe { avx2(q, k, v, n, lk, d, w, scale, s, o) };
         }
     }
-    block(q, k, v, n, lk, d, scale, s, o)
+    block(q, k, v, n, lk, d, w, scale, s, o)
 }
 
-/// One block of `n` query rows: `o = softmax(q kᵀ · scale) v`.
+/// One block of `n` query rows: `o = softmax(q kᵀ · scale) v`, rows `w` values apart in `q`,
+/// `k`, `v` and `o` (`d` of them used).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn block(q: &[f32], k: &[f32], v: &[f32], n: usize, lk: usize, d: usize, scale: f32, s: &mut Vec<f32>, o: &mut [f32]) {
+fn block(q: &[f32], k: &[f32], v: &[f32], n: usize, lk: usize, d: usize, w: usize, scale: f32, s: &mut Vec<f32>, o: &mut [f32]) {
     if s.len() < n * lk {
         s.resize(n * lk, 0.0);
     }
@@ -81,7 +97,7 @@ fn block(q: &[f32], k: &[f32], v: &[f32], n: usize, lk: usize, d: usize, scale: 
     // SAFETY: the strides and sizes describe the slices above.
     unsafe {
         gemm::gemm(
-            n, lk, d, s.as_mut_ptr(), 1, lk as isize, false, q.as_ptr(), 1, d as isize, k.as_ptr(), d as isize, 1, 0.0, scale,
+            n, lk, d, s.as_mut_ptr(), 1, lk as isize, false, q.as_ptr(), 1, w as isize, k.as_ptr(), w as isize, 1, 0.0, scale,
             false, false, false, gemm::Parallelism::None,
         );
     }
@@ -110,13 +126,13 @@ fn block(q: &[f32], k: &[f32], v: &[f32], n: usize, lk: usize, d: usize, scale: 
     // SAFETY: as above.
     unsafe {
         gemm::gemm(
-            n, d, lk, o.as_mut_ptr(), 1, d as isize, false, s.as_ptr(), 1, lk as isize, v.as_ptr(), 1, d as isize, 0.0, 1.0,
+            n, d, lk, o.as_mut_ptr(), 1, w as isize, false, s.as_ptr(), 1, lk as isize, v.as_ptr(), 1, w as isize, 0.0, 1.0,
             false, false, false, gemm::Parallelism::None,
         );
     }
-    for (row, sum) in o.chunks_exact_mut(d).zip(&sums) {
+    for (i, sum) in sums.iter().enumerate() {
         let inv = 1.0 / sum;
-        row.iter_mut().for_each(|x| *x *= inv);
+        o[i * w..][..d].iter_mut().for_each(|x| *x *= inv);
     }
 }
 
@@ -124,6 +140,21 @@ fn block(q: &[f32], k: &[f32], v: &[f32], n: usize, lk: usize, d: usize, scale: 
 mod tests {
     use super::*;
     use crate::cpu::noise;
+
+    /// Heads read in place from `[b, l, heads·d]` give what each head gives split out on its own.
+    #[test]
+    fn heads_in_place_match_split_heads() {
+        let (b, heads, lq, lk, d) = (2, 3, 70, 41, 8);
+        let w = heads * d;
+        let (q, k, v) = (noise(b * lq * w, 4), noise(b * lk * w, 5), noise(b * lk * w, 6));
+        let got = attention_heads(&q, &k, &v, b, heads, lq, lk, d, 0.3);
+        // [b, l, heads, d] → [b, heads, l, d]
+        let split = |x: &[f32], l: usize| -> Vec<f32> {
+            (0..b * heads).flat_map(|bh| (0..l).flat_map(move |i| (0..d).map(move |c| (bh, i, c)))).map(|(bh, i, c)| x[((bh / heads) * l + i) * w + (bh % heads) * d + c]).collect()
+        };
+        let want = attention(&split(&q, lq), &split(&k, lk), &split(&v, lk), b * heads, lq, lk, d, 0.3);
+        assert_eq!(split(&got, lq), want);
+    }
 
     /// Against the softmax in f64, for key counts that split into several blocks, a remainder
     /// of lanes, and rows of large scores (the max subtraction).

@@ -58,10 +58,29 @@ impl Attention {
     /// `x: [B, L, dim]`, `context: [B, Lk, context_dim]` (None: self-attention).
     pub fn forward(&self, x: Tensor<3>, context: Option<&Tensor<3>>) -> Tensor<3> {
         let ctx = context.cloned().unwrap_or_else(|| x.clone());
+        if let Some(y) = self.forward_on_cpu(&x, &ctx) {
+            return y;
+        }
         let q = split_heads(self.to_q.forward(x), self.heads);
         let k = split_heads(self.to_k.forward(ctx.clone()), self.heads);
         let v = split_heads(self.to_v.forward(ctx), self.heads);
         self.to_out.forward(merge_heads(scaled_dot_product_attention(q, k, v, None)))
+    }
+
+    /// [`Self::forward`] with the heads read in place ([`crate::cpu::attention::attention_heads`])
+    /// for f32 on burn's CPU backend; `None` elsewhere.
+    fn forward_on_cpu(&self, x: &Tensor<3>, ctx: &Tensor<3>) -> Option<Tensor<3>> {
+        use burn::tensor::FloatDType;
+        if !crate::cpu::enabled(&x.device()) || FloatDType::from(x.dtype()) != FloatDType::F32 {
+            return None;
+        }
+        let (q, k, v) = (self.to_q.forward(x.clone()), self.to_k.forward(ctx.clone()), self.to_v.forward(ctx.clone()));
+        let ([b, lq, c], lk) = (q.dims(), k.dims()[1]);
+        let d = c / self.heads;
+        let scale = (1.0 / (d as f64).sqrt()) as f32;
+        use crate::cpu::tensor::with_slice;
+        let o = with_slice(&q, |q| with_slice(&k, |k| with_slice(&v, |v| crate::cpu::attention::attention_heads(q, k, v, b, self.heads, lq, lk, d, scale))));
+        Some(self.to_out.forward(crate::cpu::tensor::like_of(o, [b, lq, c], &q)))
     }
 
     /// `x: [N, C, H, W]` → same shape: `x + attn(group_norm(x))` over the H*W pixels.
