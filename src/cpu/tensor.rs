@@ -20,25 +20,24 @@ pub fn to_maps(x: Tensor<4>, r: usize, extra: usize) -> (Vec<Map>, Vec<f32>) {
     (maps, values)
 }
 
-/// `f` on the values of `x` as f32, in its element order, borrowed from the tensor's data:
-/// [`values`] copies them once more into a `Vec` (burn keeps its data 64-byte aligned, a
-/// `Vec<f32>` cannot take that allocation over), a full copy of every map a layer reads.
+/// `f` on the values of `x` as f32, in its element order: [`with_slice`] (read in place where
+/// the tensor allows it), taking the tensor.
 pub fn with_values<const D: usize, R>(x: Tensor<D>, f: impl FnOnce(&[f32]) -> R) -> R {
-    let data = x.cast(FloatDType::F32).into_data();
-    f(data.as_slice::<f32>().expect("f32 after cast"))
+    with_slice(&x, f)
 }
 
-/// `f` on the values of `x` (f32, in its element order) read in place from burn's CPU backend
-/// when `x` is a contiguous f32 tensor there: a layer's weights are shared with the model, so
-/// [`with_values`] would copy all of them on every call. Any other tensor goes through
-/// [`with_values`].
+/// `f` on the values of `x` (f32, in its element order), read in place from burn's CPU backend
+/// when `x` is a contiguous f32 tensor there. Reading through `into_data` copies a tensor that
+/// is shared (a layer's weights, an input the caller still holds for a residual) twice: out of
+/// the shared buffer, then again to realign that copy. Any other tensor is converted once.
 pub fn with_slice<const D: usize, R>(x: &Tensor<D>, f: impl FnOnce(&[f32]) -> R) -> R {
     if let Ok(p) = x.clone().try_into_primitive::<burn_flex::Flex>()
         && let Some(s) = p.as_slice::<f32>()
     {
         return f(s);
     }
-    with_values(x.clone(), f)
+    let data = x.clone().cast(FloatDType::F32).into_data();
+    f(data.as_slice::<f32>().expect("f32 after cast"))
 }
 
 /// The values of `x` as f32, in its element order (NCHW for an image).

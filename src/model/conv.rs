@@ -238,6 +238,13 @@ pub const PER_CALL_MIN_PIXELS: usize = 32 * 32;
 /// 236 MB) is made once, not faulted in again each call.
 static U_BUFFER: std::sync::Mutex<Vec<f32>> = std::sync::Mutex::new(Vec::new());
 
+/// Frees the per-call layers' transformed-weights buffer (up to 236 MB) at the end of a model
+/// pass, so that what runs next (the VAE decoder) can reuse that memory instead of touching
+/// fresh pages; the next pass makes it again.
+pub fn release_per_call_buffer() {
+    drop(std::mem::take(&mut *U_BUFFER.lock().unwrap_or_else(|e| e.into_inner())));
+}
+
 /// `w`'s convolution of each image in `x` (`[n, c_in, h, w]`, rows as `rows` says), after
 /// `pre` if given, on the CPU ([`cpu::band`]); same dtype as `x`. The values are read once,
 /// for `pre`'s statistics ([`cpu::band::Pre::Of`]) and the copy in.

@@ -276,6 +276,7 @@ impl UNet2DConditionModel {
             }
         }
 
+        crate::model::conv::release_per_call_buffer();
         self.conv_out.forward_f32(silu(self.conv_norm_out.forward(x)))
     }
 }
