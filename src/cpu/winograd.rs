@@ -47,7 +47,7 @@ pub struct Winograd3x3 {
 impl Winograd3x3 {
     /// `weight`: torch's `[c_out, c_in, 3, 3]`. `U` is made by the vectorised f32 transform of
     /// [`Self::per_call`] (every core natively): the f64 scalar one it replaced took 7% of a
-    /// full-size SD VAE decode, whose kept layers make their `U` on first use, and differs from
+    /// full-size SD VAE decode, whose kept layers make their `U` when the model loads, and differs from
     /// it by about 1e-7 relative (test `f32_transform_matches_the_f64_one`).
     pub fn new(weight: &[f32], bias: Option<&[f32]>, c_in: usize, c_out: usize) -> Self {
         Self::per_call(weight, None, bias, c_in, c_out, Vec::new())

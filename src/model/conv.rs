@@ -15,7 +15,7 @@ pub struct Conv2d {
     /// Whether and how this layer takes the CPU convolutions ([`Self::keep_on_cpu`],
     /// [`Self::transform_per_call`]).
     on_cpu: OnCpu,
-    /// [`Self::winograd`], made on first use by [`Self::winograd_kept`].
+    /// [`Self::winograd`], made (when the model is loaded) by [`Self::winograd_kept`].
     kept: std::sync::OnceLock<Option<Winograd3x3>>,
 }
 
@@ -116,11 +116,15 @@ impl Conv2d {
         Some(cpu::tensor::with_slice(&self.weight, |weight| Winograd3x3::new(weight, bias.as_deref(), c_in, c_out)))
     }
 
-    /// Lets [`Self::winograd_kept`] make and keep this layer's CPU weights: the SD VAE's
-    /// convolutions. `U` is 4x the weights in f32 (SD 2.1's VAE: about 1.3 GB more), so the
-    /// UNet's convolutions are not marked and stay on burn.
+    /// Makes and keeps this layer's CPU weights ([`Self::winograd_kept`]) now, when the model
+    /// is loaded, if it takes the CPU path: the SD VAE's convolutions. `U` is 4x the weights
+    /// in f32 (SD 2.1's VAE: about 1.3 GB more), so the UNet's convolutions are not kept
+    /// ([`Self::transform_per_call`]). Made on first use instead, 1.3 GB of fresh pages were
+    /// touched inside the first encode and decode (each first touch a page fault, about 9 µs
+    /// in the VMs measured; BENCHMARKS.md).
     pub fn keep_on_cpu(&mut self) {
         self.on_cpu = OnCpu::Kept;
+        let _ = self.winograd_kept();
     }
 
     /// Lets [`Self::with_cpu_weights`] transform this layer's weights on each call (with its
@@ -198,7 +202,7 @@ impl Conv2d {
         Some(cpu::tensor::from_values(out, [n, c_out, ho, wo], x))
     }
 
-    /// [`Self::winograd`] made once, on first use, and kept with the layer, for a layer marked
+    /// [`Self::winograd`] made once (by [`Self::keep_on_cpu`]) and kept with the layer, for a layer marked
     /// by [`Self::keep_on_cpu`]; `None` for the others. [`Self::forward`] and the VAE's band
     /// convolutions ([`crate::tiling::vae`]) use it.
     pub fn winograd_kept(&self) -> Option<&Winograd3x3> {
@@ -223,7 +227,7 @@ impl Conv2d {
 enum OnCpu {
     /// burn's conv2d.
     Burn,
-    /// `U` made on first use and kept ([`Conv2d::keep_on_cpu`]).
+    /// `U` made at load and kept ([`Conv2d::keep_on_cpu`]).
     Kept,
     /// `U` made on each call ([`Conv2d::transform_per_call`]).
     PerCall,

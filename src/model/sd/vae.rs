@@ -232,7 +232,7 @@ impl AutoencoderKL {
             decoder: Decoder::load(store, "decoder", cfg)?,
             config: cfg.clone(),
         };
-        // On burn's CPU backend the VAE's 3x3 convolutions run by crate::cpu (made on first use).
+        // On burn's CPU backend the VAE's 3x3 convolutions run by crate::cpu (weights made here).
         let (e, d) = (&mut vae.encoder, &mut vae.decoder);
         keep_on_cpu(&mut e.conv_in, &mut e.down_blocks, &mut e.mid_block, &mut e.conv_out);
         keep_on_cpu(&mut d.conv_in, &mut d.up_blocks, &mut d.mid_block, &mut d.conv_out);
