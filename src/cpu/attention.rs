@@ -93,40 +93,40 @@ fn block(q: &[f32], k: &[f32], v: &[f32], n: usize, lk: usize, d: usize, w: usiz
     if s.len() < n * lk {
         s.resize(n * lk, 0.0);
     }
-    // S = scale · q kᵀ, row-major [n][lk] (kᵀ read through strides).
+    // S = scale · q kᵀ, stored column by column (S(i, j) at j n + i): with that layout gemm
+    // reads kᵀ in place; written row by row it packed all of k again for every block.
     // SAFETY: the strides and sizes describe the slices above.
     unsafe {
         gemm::gemm(
-            n, lk, d, s.as_mut_ptr(), 1, lk as isize, false, q.as_ptr(), 1, w as isize, k.as_ptr(), w as isize, 1, 0.0, scale,
+            n, lk, d, s.as_mut_ptr(), n as isize, 1, false, q.as_ptr(), 1, w as isize, k.as_ptr(), w as isize, 1, 0.0, scale,
             false, false, false, gemm::Parallelism::None,
         );
     }
-    // P = exp(S - row max), unnormalised; the row sums divide the output at the end.
-    let mut sums = vec![0.0f32; n];
-    for (row, sum) in s[..n * lk].chunks_exact_mut(lk).zip(&mut sums) {
-        let mut lanes = [f32::NEG_INFINITY; LANES];
-        row.chunks_exact(LANES).for_each(|c| lanes.iter_mut().zip(c).for_each(|(m, v)| *m = m.max(*v)));
-        let max = row.chunks_exact(LANES).remainder().iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-        let mut acc = [0.0f32; LANES];
-        let mut chunks = row.chunks_exact_mut(LANES);
-        for c in &mut chunks {
-            let x: [f32; LANES] = std::array::from_fn(|l| c[l] - max);
-            let e = exp(x);
-            c.copy_from_slice(&e);
-            acc.iter_mut().zip(&e).for_each(|(a, e)| *a += e);
-        }
-        let mut total: f32 = acc.iter().sum();
-        for x in chunks.into_remainder() {
-            *x = (*x - max).exp();
-            total += *x;
-        }
-        *sum = total;
+    // P = exp(S - row max), unnormalised; the row sums divide the output at the end. A column
+    // holds one score of each row: the rows' maxima and sums run across it, lane by lane.
+    let s = &mut s[..n * lk];
+    let mut maxs = vec![f32::NEG_INFINITY; n];
+    for col in s.chunks_exact(n) {
+        maxs.iter_mut().zip(col).for_each(|(m, v)| *m = m.max(*v));
     }
-    // O = P v, row-major [n][d].
+    let mut sums = vec![0.0f32; n];
+    let whole = n - n % LANES;
+    for col in s.chunks_exact_mut(n) {
+        for ((c, m), t) in col.chunks_exact_mut(LANES).zip(maxs.chunks_exact(LANES)).zip(sums.chunks_exact_mut(LANES)) {
+            let e = exp::<LANES>(std::array::from_fn(|l| c[l] - m[l]));
+            c.copy_from_slice(&e);
+            t.iter_mut().zip(&e).for_each(|(t, e)| *t += e);
+        }
+        for ((x, m), t) in col[whole..].iter_mut().zip(&maxs[whole..]).zip(&mut sums[whole..]) {
+            *x = (*x - m).exp();
+            *t += *x;
+        }
+    }
+    // O = P v, row-major [n][d] (P read column by column, in place).
     // SAFETY: as above.
     unsafe {
         gemm::gemm(
-            n, d, lk, o.as_mut_ptr(), 1, w as isize, false, s.as_ptr(), 1, lk as isize, v.as_ptr(), 1, w as isize, 0.0, 1.0,
+            n, d, lk, o.as_mut_ptr(), 1, w as isize, false, s.as_ptr(), n as isize, 1, v.as_ptr(), 1, w as isize, 0.0, 1.0,
             false, false, false, gemm::Parallelism::None,
         );
     }

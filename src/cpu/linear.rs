@@ -29,10 +29,26 @@ pub fn linear(x: &[f32], rows: usize, d_in: usize, w: &[f32], d_out: usize, bias
         }
         None => vec![0.0; rows * d_out],
     };
-    // SAFETY (both products): the strides and sizes describe the slices checked above.
+    if let Some(br) = branch {
+        assert!(br.a.len() == br.rank * d_in && br.b.len() == d_out * br.rank, "branch shapes");
+    }
+    // With more rows than inputs the branch is cheaper merged into a copy of the weights
+    // (`W + s B A`: d_out·d_in values written once) than added to the output afterwards (a
+    // pass over rows·d_out values, behind a product of depth r that gemm runs slowly).
+    let merged = branch.filter(|_| rows > d_in).map(|Branch { a, b, rank, scale }| {
+        let mut m = w.to_vec();
+        for (o, row) in m.chunks_exact_mut(d_in).enumerate() {
+            for r in 0..rank {
+                let c = scale * b[o * rank + r];
+                row.iter_mut().zip(&a[r * d_in..][..d_in]).for_each(|(v, a)| *v += c * a);
+            }
+        }
+        m
+    });
+    let w = merged.as_deref().unwrap_or(w);
+    // SAFETY (every product): the strides and sizes describe the slices checked above.
     unsafe { product(rows, d_out, d_in, y.as_mut_ptr(), d_out, x.as_ptr(), d_in, 1, w.as_ptr(), 1, d_in, 1.0) };
-    if let Some(Branch { a, b, rank, scale }) = branch {
-        assert!(a.len() == rank * d_in && b.len() == d_out * rank, "branch shapes");
+    if let Some(Branch { a, b, rank, scale }) = branch.filter(|_| merged.is_none()) {
         let mut h = vec![0.0f32; rows * rank];
         unsafe {
             product(rows, rank, d_in, h.as_mut_ptr(), rank, x.as_ptr(), d_in, 1, a.as_ptr(), 1, d_in, 1.0);
@@ -72,7 +88,8 @@ mod tests {
     /// remainders in every direction of gemm's blocks.
     #[test]
     fn matches_the_f64_sums() {
-        for (rows, d_in, d_out, rank) in [(37, 29, 51, 4), (1, 7, 3, 1), (130, 64, 70, 2)] {
+        // (rows > d_in: the branch merged into the weights; rows ≤ d_in: added afterwards)
+        for (rows, d_in, d_out, rank) in [(37, 29, 51, 4), (1, 7, 3, 1), (130, 64, 70, 2), (20, 33, 9, 3)] {
             let (x, w, b) = (noise(rows * d_in, 1), noise(d_out * d_in, 2), noise(d_out, 3));
             let (a, bb) = (noise(rank * d_in, 4), noise(d_out * rank, 5));
             for (with_bias, with_branch) in [(true, true), (false, false), (true, false), (false, true)] {
