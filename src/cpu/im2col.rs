@@ -7,17 +7,8 @@
 //! burn's CPU conv2d makes the same matrix product, with a transposed weight copy per call
 //! and the bias and branch in passes of their own.
 
+pub use super::linear::Branch;
 use super::linear::product;
-
-/// A kept rank-r branch of a convolution in torch's layouts: `a: [r, c_in, k, k]` (the base
-/// layer's kernel size, stride and padding), `b: [c_out, r]` (1x1), times `scale`.
-#[derive(Clone, Copy)]
-pub struct Branch<'a> {
-    pub a: &'a [f32],
-    pub b: &'a [f32],
-    pub rank: usize,
-    pub scale: f32,
-}
 
 /// A convolution's geometry: kernel `k`x`k`, `stride`, zero padding `pad` on every side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

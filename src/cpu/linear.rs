@@ -8,6 +8,9 @@
 //! the products; the rank-r branch goes through an `[rows, r]` intermediate only.
 
 /// A rank-r branch `scale · (x Aᵀ) Bᵀ` in torch's layouts: `a: [r, d_in]`, `b: [d_out, r]`.
+/// A convolution's branch ([`super::im2col`]) is the same with `a: [r, c_in, k, k]` (the base
+/// layer's kernel, stride and padding; `d_in = c_in·k·k` over the gathered patches) and `b`
+/// its 1x1 `[c_out, r]`.
 #[derive(Clone, Copy)]
 pub struct Branch<'a> {
     pub a: &'a [f32],
