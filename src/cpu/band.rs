@@ -9,6 +9,7 @@ use super::winograd::{Act, Winograd3x3};
 
 /// A GroupNorm with its statistics folded into one scale and shift per channel, then SiLU:
 /// `silu(x * scale + shift)`.
+#[derive(Clone)]
 pub struct NormSilu {
     scale: Vec<f32>,
     shift: Vec<f32>,
@@ -52,6 +53,16 @@ pub enum Pre<'a> {
     Given(&'a NormSilu),
     /// Made from each image's own NCHW values as the convolution reads them.
     Of(&'a dyn Fn(&[f32]) -> NormSilu),
+}
+
+impl<'a> Pre<'a> {
+    /// The norm to apply to one image's NCHW values `img`.
+    pub fn for_image(self, img: &[f32]) -> std::borrow::Cow<'a, NormSilu> {
+        match self {
+            Pre::Given(p) => std::borrow::Cow::Borrowed(p),
+            Pre::Of(norm) => std::borrow::Cow::Owned(norm(img)),
+        }
+    }
 }
 
 /// Per-group mean and biased variance of one image's NCHW `values` (`groups` runs of

@@ -39,6 +39,11 @@ pub fn enabled(device: &Device) -> bool {
     *device == Device::flex()
 }
 
+/// Whether `x` takes this path's f32 kernels: an f32 tensor on burn's CPU backend ([`enabled`]).
+pub fn takes<const D: usize>(x: &burn::tensor::Tensor<D>) -> bool {
+    burn::tensor::FloatDType::from(x.dtype()) == burn::tensor::FloatDType::F32 && enabled(&x.device())
+}
+
 /// A pointer shared by threads that write disjoint parts of one buffer (each use says which).
 pub(crate) struct SendPtr(pub(crate) *mut f32);
 // SAFETY: only used for disjoint writes, as stated where it is made.

@@ -20,12 +20,6 @@ pub fn to_maps(x: Tensor<4>, r: usize, extra: usize) -> (Vec<Map>, Vec<f32>) {
     (maps, values)
 }
 
-/// `f` on the values of `x` as f32, in its element order: [`with_slice`] (read in place where
-/// the tensor allows it), taking the tensor.
-pub fn with_values<const D: usize, R>(x: Tensor<D>, f: impl FnOnce(&[f32]) -> R) -> R {
-    with_slice(&x, f)
-}
-
 /// `f` on the values of `x` (f32, in its element order), read in place from burn's CPU backend
 /// when `x` is a contiguous f32 tensor there. Reading through `into_data` copies a tensor that
 /// is shared (a layer's weights, an input the caller still holds for a residual) twice: out of
@@ -57,9 +51,13 @@ pub fn from_values(values: Vec<f32>, dims: [usize; 4], like: &Tensor<4>) -> Tens
     like_of(values, dims, like)
 }
 
-/// f32 `values` of `dims` as a tensor on `like`'s device and dtype: made as f32 (a device
-/// configured for f16 would otherwise round them to f16 on the way in), then cast.
+/// f32 `values` of `dims` as a tensor on `like`'s device and dtype (see [`f32_tensor`]).
 pub fn like_of<const D: usize, const E: usize>(values: Vec<f32>, dims: [usize; D], like: &Tensor<E>) -> Tensor<D> {
-    let device = like.device();
-    Tensor::<D>::from_data(TensorData::new(values, dims), (&device, burn::tensor::DType::F32)).cast(FloatDType::from(like.dtype()))
+    f32_tensor(values, dims, &like.device()).cast(FloatDType::from(like.dtype()))
+}
+
+/// f32 `values` of `dims` as an f32 tensor on `device`: a device configured for f16 would
+/// otherwise round them to f16 on the way in.
+pub fn f32_tensor<const D: usize>(values: Vec<f32>, dims: [usize; D], device: &burn::tensor::Device) -> Tensor<D> {
+    Tensor::<D>::from_data(TensorData::new(values, dims), (device, burn::tensor::DType::F32))
 }

@@ -167,8 +167,7 @@ impl Conv2d {
     /// CPU backend in f32, where [`Self::with_cpu_weights`] does not take it: maps under
     /// [`PER_CALL_MIN_PIXELS`], 1x1 and stride-2 layers. `None` for every other layer.
     pub fn direct_on_cpu(&self, x: &Tensor<4>, pre: Option<cpu::band::Pre>) -> Option<Tensor<4>> {
-        let f32 = FloatDType::F32;
-        if self.on_cpu != OnCpu::PerCall || self.dtype() != f32 || FloatDType::from(x.dtype()) != f32 || !cpu::enabled(&x.device()) {
+        if self.on_cpu != OnCpu::PerCall || !cpu::takes(&self.weight) || !cpu::takes(x) {
             return None;
         }
         let [n, c, h, w] = x.dims();
@@ -184,17 +183,8 @@ impl Conv2d {
             cpu::tensor::with_slice(&self.weight, |ws| {
                 let mut out = Vec::with_capacity(n * c_out * ho * wo);
                 for img in xs.chunks_exact(c * h * w) {
-                    let own;
-                    let act = match pre {
-                        Some(cpu::band::Pre::Given(p)) => p.apply_nchw(img, h * w),
-                        Some(cpu::band::Pre::Of(norm)) => {
-                            own = norm(img);
-                            own.apply_nchw(img, h * w)
-                        }
-                        None => Vec::new(),
-                    };
-                    let input = if pre.is_some() { &act[..] } else { img };
-                    out.extend(cpu::im2col::conv(input, h, w, g, ws, bias.as_deref(), branch));
+                    let act = pre.map(|p| p.for_image(img).apply_nchw(img, h * w));
+                    out.extend(cpu::im2col::conv(act.as_deref().unwrap_or(img), h, w, g, ws, bias.as_deref(), branch));
                 }
                 out
             })
@@ -259,18 +249,10 @@ pub fn cpu_conv3x3(w: &Winograd3x3, x: Tensor<4>, pre: Option<cpu::band::Pre>, r
         cpu::band::Rows::Band { .. } => h - 2,
     };
     let mut out = Vec::with_capacity(n * w.c_out * h_out * width);
-    cpu::tensor::with_values(x.clone(), |values| {
+    cpu::tensor::with_slice(&x, |values| {
         for img in values.chunks(c * h * width) {
-            let own;
-            let pre = match pre {
-                Some(cpu::band::Pre::Given(p)) => Some(p),
-                Some(cpu::band::Pre::Of(norm)) => {
-                    own = norm(img);
-                    Some(&own)
-                }
-                None => None,
-            };
-            cpu::band::conv3x3(w, img, h, width, pre, rows, &mut out);
+            let pre = pre.map(|p| p.for_image(img));
+            cpu::band::conv3x3(w, img, h, width, pre.as_deref(), rows, &mut out);
         }
     });
     cpu::tensor::from_values(out, [n, w.c_out, h_out, width], &x)

@@ -50,9 +50,9 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<Tensor<2
     let lk = k.dims()[2];
     if mask.is_none() && crate::cpu::enabled(&q.device()) {
         // burn's CPU backend: blocks of query rows, never the whole score tensor.
-        use cpu::tensor::with_values;
-        let out = with_values(q.clone(), |qv| {
-            with_values(k, |kv| with_values(v, |vv| cpu::attention::attention(qv, kv, vv, b * h, lq, lk, d, scale as f32)))
+        use cpu::tensor::with_slice;
+        let out = with_slice(&q, |qv| {
+            with_slice(&k, |kv| with_slice(&v, |vv| cpu::attention::attention(qv, kv, vv, b * h, lq, lk, d, scale as f32)))
         });
         return cpu::tensor::from_values(out, [b, h, lq, d], &q);
     }

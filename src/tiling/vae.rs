@@ -15,7 +15,7 @@
 //! single tensor is larger than one band. [`Norms`] keeps the GroupNorm statistics of a pass
 //! and can normalise a crop with a whole image's statistics (decoding only a region).
 
-use burn::tensor::{Device, FloatDType, Tensor, TensorData, activation::silu, ops::PadMode};
+use burn::tensor::{Device, FloatDType, Tensor, activation::silu, ops::PadMode};
 
 use super::attention::attention_pieces;
 use crate::cpu::band::{NormSilu, Pre, Rows};
@@ -258,14 +258,14 @@ pub fn band_stats(g: usize, x: &Bands) -> Stats {
 /// them, so banded and whole-image results differ only by the convolutions' rounding.
 fn cpu_band_stats(g: usize, x: &Bands) -> Stats {
     use crate::cpu::band::group_sums;
-    use crate::cpu::tensor::with_values;
+    use crate::cpu::tensor::{f32_tensor, with_slice};
     let n = x.get(0).dims()[0];
     let count: usize = x.0.iter().map(|t| t.dims().iter().skip(1).product::<usize>() / g).sum();
     // Per band, its n images' groups: n * g runs of contiguous values.
     let sums = |f: &(dyn Fn(usize, f32) -> f64 + Sync)| {
         let mut total = vec![0.0f64; n * g];
         for i in 0..x.len() {
-            with_values(x.get(i), |v| {
+            with_slice(&x.get(i), |v| {
                 for (t, s) in total.iter_mut().zip(group_sums(v, n * g, |k, v| f(k, v))) {
                     *t += s;
                 }
@@ -276,7 +276,7 @@ fn cpu_band_stats(g: usize, x: &Bands) -> Stats {
     let mean: Vec<f64> = sums(&|_, v| f64::from(v)).iter().map(|s| s / count as f64).collect();
     let var: Vec<f64> = sums(&|k, v| (f64::from(v) - mean[k]).powi(2)).iter().map(|s| s / count as f64).collect();
     let device = x.get(0).device();
-    let tensor = |v: Vec<f64>| Tensor::<3>::from_data(TensorData::new(v.into_iter().map(|s| s as f32).collect::<Vec<f32>>(), [n, g, 1]), &device);
+    let tensor = |v: Vec<f64>| f32_tensor(v.into_iter().map(|s| s as f32).collect(), [n, g, 1], &device);
     (tensor(mean), tensor(var))
 }
 

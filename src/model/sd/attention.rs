@@ -70,8 +70,7 @@ impl Attention {
     /// [`Self::forward`] with the heads read in place ([`crate::cpu::attention::attention_heads`])
     /// for f32 on burn's CPU backend; `None` elsewhere.
     fn forward_on_cpu(&self, x: &Tensor<3>, ctx: &Tensor<3>) -> Option<Tensor<3>> {
-        use burn::tensor::FloatDType;
-        if !crate::cpu::enabled(&x.device()) || FloatDType::from(x.dtype()) != FloatDType::F32 {
+        if !crate::cpu::takes(x) {
             return None;
         }
         let (q, k, v) = (self.to_q.forward(x.clone()), self.to_k.forward(ctx.clone()), self.to_v.forward(ctx.clone()));
@@ -115,7 +114,7 @@ impl FeedForward {
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let proj = self.geglu_proj.forward(x);
-        if crate::cpu::enabled(&proj.device()) && burn::tensor::FloatDType::from(proj.dtype()) == burn::tensor::FloatDType::F32 {
+        if crate::cpu::takes(&proj) {
             // One vectorised pass on the CPU instead of burn's split, erf and product.
             let [b, l, two_inner] = proj.dims();
             let h = crate::cpu::tensor::with_slice(&proj, |p| crate::cpu::geglu::geglu(p, b * l, two_inner / 2));

@@ -47,29 +47,20 @@ impl Linear {
     /// [`Self::forward`] by the CPU's own matrix products ([`crate::cpu::linear`]) for f32
     /// tensors on burn's CPU backend, weights read in place; `None` elsewhere.
     fn forward_on_cpu<const D: usize>(&self, x: &Tensor<D>) -> Option<Tensor<D>> {
-        let f32 = |t: &Tensor<2>| FloatDType::from(t.dtype()) == FloatDType::F32;
-        if !crate::cpu::enabled(&x.device()) || FloatDType::from(x.dtype()) != FloatDType::F32 || !f32(&self.weight) {
+        if !crate::cpu::takes(x) || !crate::cpu::takes(&self.weight) {
             return None;
         }
         let dims = x.dims();
         let [d_in, d_out] = self.weight.dims();
         let rows = dims[..D - 1].iter().product::<usize>();
-        // torch's layouts again ([out, in], [r, in], [out, r]): contiguous views of the stored data.
+        // torch's layouts again ([out, in], [r, in], [out, r]): the weight a contiguous view of
+        // the stored data, read in place; the rank-r factors are small and copied.
         let w = self.weight.clone().transpose();
         let bias = self.bias.as_ref().map(|b| values(b.clone()));
         let lora = self.lora.as_ref().filter(|l| l.switch.is_on());
-        let ab = lora.map(|l| (l.a.clone().transpose(), l.b.clone().transpose(), l.a.dims()[1], l.scale));
-        let y = with_slice(x, |xs| {
-            with_slice(&w, |ws| match &ab {
-                Some((a, b, rank, scale)) => with_slice(a, |a| {
-                    with_slice(b, |b| {
-                        let branch = crate::cpu::linear::Branch { a, b, rank: *rank, scale: *scale };
-                        crate::cpu::linear::linear(xs, rows, d_in, ws, d_out, bias.as_deref(), Some(branch))
-                    })
-                }),
-                None => crate::cpu::linear::linear(xs, rows, d_in, ws, d_out, bias.as_deref(), None),
-            })
-        });
+        let ab = lora.map(|l| (values(l.a.clone().transpose()), values(l.b.clone().transpose()), l.a.dims()[1], l.scale));
+        let branch = ab.as_ref().map(|(a, b, rank, scale)| crate::cpu::linear::Branch { a, b, rank: *rank, scale: *scale });
+        let y = with_slice(x, |xs| with_slice(&w, |ws| crate::cpu::linear::linear(xs, rows, d_in, ws, d_out, bias.as_deref(), branch)));
         let mut out = dims;
         out[D - 1] = d_out;
         Some(crate::cpu::tensor::like_of(y, out, x))
