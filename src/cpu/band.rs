@@ -5,6 +5,7 @@
 //! fused into that copy ([`NormSilu`]): the activation is never written as its own tensor.
 
 use super::map::Map;
+use super::per_call::PerCall;
 use super::winograd::{Act, Winograd3x3};
 
 /// A GroupNorm with its statistics folded into one scale and shift per channel, then SiLU:
@@ -111,11 +112,42 @@ pub enum Rows {
     Band { pad_top: bool, pad_bottom: bool },
 }
 
+/// A 3x3 stride-1 convolution [`conv3x3`] runs: weights kept transformed (the VAE's, the
+/// GANs'), or transformed block by block per call (the SD UNet's).
+#[derive(Clone, Copy)]
+pub enum Conv3x3<'a> {
+    Kept(&'a Winograd3x3),
+    PerCall(&'a PerCall<'a>),
+}
+
+impl Conv3x3<'_> {
+    pub fn c_in(&self) -> usize {
+        match self {
+            Self::Kept(w) => w.c_in,
+            Self::PerCall(p) => p.c_in,
+        }
+    }
+
+    pub fn c_out(&self) -> usize {
+        match self {
+            Self::Kept(w) => w.c_out,
+            Self::PerCall(p) => p.c_out,
+        }
+    }
+
+    fn forward(&self, src: &Map, dst: &mut Map) {
+        match self {
+            Self::Kept(w) => w.forward(src, 0, dst, 0, Act::Identity, None),
+            Self::PerCall(p) => p.forward(src, dst),
+        }
+    }
+}
+
 /// The 3x3 convolution (stride 1, zero columns left and right) of `x` (`[c_in, h, w]` NCHW
 /// values), rows as `rows` says, after `pre` if given: `[c_out, h_out, w]` NCHW values
 /// appended to `out`.
-pub fn conv3x3(conv: &Winograd3x3, x: &[f32], h: usize, w: usize, pre: Option<&NormSilu>, rows: Rows, out: &mut Vec<f32>) {
-    let c = conv.c_in;
+pub fn conv3x3(conv: Conv3x3, x: &[f32], h: usize, w: usize, pre: Option<&NormSilu>, rows: Rows, out: &mut Vec<f32>) {
+    let c = conv.c_in();
     assert!(x.len() == c * h * w, "input shape");
     let (mut map, filled) = match rows {
         Rows::Whole => (Map::zeros(h, w, c, 1, 1), 0..h),
@@ -135,11 +167,11 @@ pub fn conv3x3(conv: &Winograd3x3, x: &[f32], h: usize, w: usize, pre: Option<&N
         None => fill(&mut map, x, filled, |_, v| v, |_, v| v),
     }
     let h_out = super::map::conv_out(map.h, map.by);
-    let mut y = Map::zeros(h_out, w, conv.c_out, 0, 0);
-    conv.forward(&map, 0, &mut y, 0, Act::Identity, None);
+    let mut y = Map::zeros(h_out, w, conv.c_out(), 0, 0);
+    conv.forward(&map, &mut y);
     let at = out.len();
-    out.resize(at + conv.c_out * h_out * w, 0.0);
-    y.write_nchw(0, conv.c_out, &mut out[at..]);
+    out.resize(at + conv.c_out() * h_out * w, 0.0);
+    y.write_nchw(0, conv.c_out(), &mut out[at..]);
 }
 
 /// Rows `rows` of NCHW `x` into `map` (channels last), each value through `f` (8 channels at a
@@ -267,7 +299,7 @@ mod tests {
             // Rows 1..h-1 of the direct convolution padded by one: what the band computes.
             let want = direct_reference(&act, c_in, h, w, &wt, Some(&b), c_out, 1);
             let mut got = Vec::new();
-            conv3x3(&conv, &x, h, w, Some(&pre), Rows::Band { pad_top, pad_bottom: false }, &mut got);
+            conv3x3(Conv3x3::Kept(&conv), &x, h, w, Some(&pre), Rows::Band { pad_top, pad_bottom: false }, &mut got);
             let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
             for o in 0..c_out {
                 for y in 1..h - 1 {
@@ -282,7 +314,7 @@ mod tests {
             }
             // The whole image: every row, zero-padded above and below.
             let mut got = Vec::new();
-            conv3x3(&conv, &x, h, w, Some(&pre), Rows::Whole, &mut got);
+            conv3x3(Conv3x3::Kept(&conv), &x, h, w, Some(&pre), Rows::Whole, &mut got);
             for (g, v) in got.iter().zip(&want) {
                 assert!((f64::from(*g) - v).abs() <= 1e-5 * scale, "whole: {g} vs {v}");
             }

@@ -11,7 +11,7 @@
 //! The GAN models use it on the CPU ([`crate::model::rrdb`], [`crate::model::srvgg`]), and the
 //! SD VAE's 3x3 convolutions band by band ([`band`], with each resnet's GroupNorm + SiLU fused
 //! into the copy in); the SD UNet's 3x3 convolutions on maps of 32x32 and more, weights
-//! transformed per call with the semantic LoRA merged ([`winograd::Winograd3x3::per_call`]),
+//! transformed block by block on each call with the semantic LoRA merged ([`per_call`]),
 //! and its other convolutions as one product over gathered patches ([`im2col`]); the SD
 //! models' linear layers ([`linear`]) and GEGLU ([`geglu`]); and attention without a mask, a
 //! block of query rows at a time, heads read in place ([`attention`]). Tensors are read from
@@ -25,6 +25,7 @@ pub mod heap;
 pub mod im2col;
 pub mod linear;
 pub mod map;
+pub mod per_call;
 pub mod tensor;
 pub mod winograd;
 

@@ -1,7 +1,7 @@
 use burn::tensor::{FloatDType, Tensor, module::conv2d, ops::ConvOptions};
 
 use super::lora::ConvLora;
-use crate::cpu::{self, winograd::{Merge, Winograd3x3}};
+use crate::cpu::{self, band::Conv3x3, per_call::{Merge, PerCall}, winograd::Winograd3x3};
 use crate::weights::{ParamStore, WeightsError};
 
 /// A 2-D convolution with torch's weight layout `[out, in, k, k]` and "same" padding.
@@ -137,10 +137,10 @@ impl Conv2d {
 
     /// `f` with this layer's CPU weights for input `x`, when the layer takes the CPU path for
     /// it: kept ([`Self::keep_on_cpu`]) or made for this call ([`Self::transform_per_call`]).
-    pub fn with_cpu_weights<R>(&self, x: &Tensor<4>, f: impl FnOnce(&Winograd3x3) -> R) -> Option<R> {
+    pub fn with_cpu_weights<R>(&self, x: &Tensor<4>, f: impl FnOnce(Conv3x3) -> R) -> Option<R> {
         match self.on_cpu {
             OnCpu::Burn => None,
-            OnCpu::Kept => self.winograd_kept().map(f),
+            OnCpu::Kept => self.winograd_kept().map(|w| f(Conv3x3::Kept(w))),
             OnCpu::PerCall => {
                 let [_, _, h, w] = x.dims();
                 if h * w < PER_CALL_MIN_PIXELS || !self.is_cpu_3x3() {
@@ -151,13 +151,7 @@ impl Conv2d {
                 let lora = self.lora.as_ref().filter(|l| l.switch.is_on());
                 let ab = lora.map(|l| (cpu::tensor::values(l.a.clone()), cpu::tensor::values(l.b.clone())));
                 let merge = lora.zip(ab.as_ref()).map(|(l, (a, b))| Merge { a, b, rank: l.a.dims()[0], scale: l.scale });
-                let buffer = std::mem::take(&mut *U_BUFFER.lock().unwrap_or_else(|e| e.into_inner()));
-                let conv = cpu::tensor::with_slice(&self.weight, |weight| {
-                    Winograd3x3::per_call(weight, merge, bias.as_deref(), c_in, c_out, buffer)
-                });
-                let y = f(&conv);
-                *U_BUFFER.lock().unwrap_or_else(|e| e.into_inner()) = conv.into_buffer();
-                Some(y)
+                Some(cpu::tensor::with_slice(&self.weight, |weight| f(Conv3x3::PerCall(&PerCall::new(weight, merge, bias.as_deref(), c_in, c_out)))))
             }
         }
     }
@@ -228,34 +222,30 @@ enum OnCpu {
 /// of SD's 1280 channels would transform 236 MB of weights for 16 tiles.
 pub const PER_CALL_MIN_PIXELS: usize = 32 * 32;
 
-/// The per-call layers' transformed weights, reused: the largest (SD's 1280 → 1280 at 32x32,
-/// 236 MB) is made once, not faulted in again each call.
-static U_BUFFER: std::sync::Mutex<Vec<f32>> = std::sync::Mutex::new(Vec::new());
-
-/// Frees the per-call layers' transformed-weights buffer (up to 236 MB) at the end of a model
-/// pass, so that what runs next (the VAE decoder) can reuse that memory instead of touching
-/// fresh pages; the next pass makes it again.
+/// Frees the per-call layers' transformed input (up to 35 MB, [`cpu::per_call::release_buffers`])
+/// at the end of a model pass, so that what runs next (the VAE decoder) can reuse that memory
+/// instead of touching fresh pages; the next pass makes it again.
 pub fn release_per_call_buffer() {
-    drop(std::mem::take(&mut *U_BUFFER.lock().unwrap_or_else(|e| e.into_inner())));
+    cpu::per_call::release_buffers();
 }
 
 /// `w`'s convolution of each image in `x` (`[n, c_in, h, w]`, rows as `rows` says), after
 /// `pre` if given, on the CPU ([`cpu::band`]); same dtype as `x`. The values are read once,
 /// for `pre`'s statistics ([`cpu::band::Pre::Of`]) and the copy in.
-pub fn cpu_conv3x3(w: &Winograd3x3, x: Tensor<4>, pre: Option<cpu::band::Pre>, rows: cpu::band::Rows) -> Tensor<4> {
+pub fn cpu_conv3x3(w: Conv3x3, x: Tensor<4>, pre: Option<cpu::band::Pre>, rows: cpu::band::Rows) -> Tensor<4> {
     let [n, c, h, width] = x.dims();
     let h_out = match rows {
         cpu::band::Rows::Whole => h,
         cpu::band::Rows::Band { .. } => h - 2,
     };
-    let mut out = Vec::with_capacity(n * w.c_out * h_out * width);
+    let mut out = Vec::with_capacity(n * w.c_out() * h_out * width);
     cpu::tensor::with_slice(&x, |values| {
         for img in values.chunks(c * h * width) {
             let pre = pre.map(|p| p.for_image(img));
             cpu::band::conv3x3(w, img, h, width, pre.as_deref(), rows, &mut out);
         }
     });
-    cpu::tensor::from_values(out, [n, w.c_out, h_out, width], &x)
+    cpu::tensor::from_values(out, [n, w.c_out(), h_out, width], &x)
 }
 
 #[cfg(test)]

@@ -307,7 +307,7 @@ fn halo_conv(c: &Conv2d, t: Tensor<4>, padding: [usize; 2], f32: bool, pre: Opti
     match c.winograd_kept() {
         Some(w) => {
             debug_assert_eq!(padding, [0, 1], "a kept 3x3 layer pads one column");
-            let y = cpu_conv3x3(w, t, pre.map(Pre::Given), Rows::Band { pad_top, pad_bottom });
+            let y = cpu_conv3x3(crate::cpu::band::Conv3x3::Kept(w), t, pre.map(Pre::Given), Rows::Band { pad_top, pad_bottom });
             if f32 { y.cast(FloatDType::F32) } else { y }
         }
         None => {
