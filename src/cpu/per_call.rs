@@ -12,6 +12,7 @@
 //! back. The input's `V` is made once for the whole map, the tasks spread over the cores.
 
 use super::SendPtr;
+use super::linear::Branch;
 use super::map::{Map, conv_out};
 use super::winograd::{Act, Geometry, Out, Source, epilogue, for_each_index, grow, kernel_transform, load, output_transform, point_stride, transform_tiles};
 
@@ -22,15 +23,6 @@ const OUT_BLOCK: usize = 64;
 const IN_BLOCK: usize = 128;
 /// Tiles per task: a task's `M` (`[36][TILE_BLOCK][OUT_BLOCK]`, 1.2 MB) stays in the L2 cache.
 const TILE_BLOCK: usize = 256;
-
-/// A low-rank branch merged into a 3x3 weight as it is transformed: `W + scale · B A` with
-/// `a`: `[rank, c_in, 3, 3]`, `b`: `[c_out, rank]` (peft's lora_A / lora_B).
-pub struct Merge<'a> {
-    pub a: &'a [f32],
-    pub b: &'a [f32],
-    pub rank: usize,
-    pub scale: f32,
-}
 
 /// A 3x3 convolution read from torch's `[c_out, c_in, 3, 3]` weights as they are, transformed
 /// block by block on each call ([`Self::forward`]).
@@ -44,9 +36,11 @@ pub struct PerCall<'a> {
 }
 
 impl<'a> PerCall<'a> {
-    pub fn new(weight: &'a [f32], merge: Option<Merge<'a>>, bias: Option<&[f32]>, c_in: usize, c_out: usize) -> Self {
+    /// `branch` (`a`: `[rank, c_in, 3, 3]`, `b`: `[c_out, rank]`, peft's lora_A / lora_B) is
+    /// merged into the kernels as they are transformed: `W + scale · B A`.
+    pub fn new(weight: &'a [f32], branch: Option<Branch<'a>>, bias: Option<&[f32]>, c_in: usize, c_out: usize) -> Self {
         assert_eq!(weight.len(), c_out * c_in * 9, "3x3 weight shape");
-        let merge = merge.map(|m| {
+        let merge = branch.map(|m| {
             assert_eq!((m.a.len(), m.b.len()), (m.rank * c_in * 9, c_out * m.rank), "LoRA shapes");
             let b_t = (0..m.rank).flat_map(|r| (0..c_out).map(move |o| m.scale * m.b[o * m.rank + r])).collect();
             (m.a, b_t, m.rank)
@@ -288,7 +282,7 @@ mod tests {
             let weight: Vec<f32> = crate::cpu::noise(c_out * c_in * 9, 2).iter().map(|v| v * scale).collect();
             let bias = crate::cpu::noise(c_out, 3);
             let (a, b) = (crate::cpu::noise(rank * c_in * 9, 4), crate::cpu::noise(c_out * rank, 5));
-            let merge = branch.then(|| Merge { a: &a, b: &b, rank, scale: 0.01 });
+            let merge = branch.then(|| Branch { a: &a, b: &b, rank, scale: 0.01 });
             // The reference's weight: W + 0.01 B A.
             let mut merged = weight.clone();
             if branch {

@@ -158,20 +158,10 @@ impl Winograd3x3 {
     unsafe fn chunk(&self, input: &Source, out: &Out, tiles_x: usize, first: usize, n: usize, b: &mut Buffers, act: Act, residual: Option<Residual>, par: gemm::Parallelism) {
         // V_k: [36][n][c_in]; M_k = U_k V_k: [36][n][c_out].
         unsafe {
-            self.transform_in(input, tiles_x, first, n, &mut b.tmp, b.v.as_mut_ptr(), point_stride(n * self.c_in), first);
+            transform_tiles(input, self.c_in, tiles_x, first, n, &mut b.tmp, b.v.as_mut_ptr(), point_stride(n * self.c_in), first);
             self.products(b.v.as_ptr(), point_stride(n * self.c_in), b.m.as_mut_ptr(), point_stride(n * self.c_out), n, par);
         }
         self.transform_out(out, tiles_x, first, n, &b.m, point_stride(n * self.c_out), first, &mut b.tmp, &mut b.y, act, residual);
-    }
-
-    /// `V` of tiles `first..first + n`: tile `t`'s point k at `v[k k_stride + (t - at0) c_in..]`.
-    ///
-    /// # Safety
-    /// As [`transform_tile`]; `v` has room for `36 k_stride` values.
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    unsafe fn transform_in(&self, input: &Source, tiles_x: usize, first: usize, n: usize, tmp: &mut [f32], v: *mut f32, k_stride: usize, at0: usize) {
-        unsafe { transform_tiles(input, self.c_in, tiles_x, first, n, tmp, v, k_stride, at0) }
     }
 
     /// `M_k = U_k V_k` for the 36 points over `tiles` tiles (`V_k`: `[tiles][c_in]` at

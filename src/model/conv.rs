@@ -1,7 +1,7 @@
 use burn::tensor::{FloatDType, Tensor, module::conv2d, ops::ConvOptions};
 
 use super::lora::ConvLora;
-use crate::cpu::{self, band::Conv3x3, per_call::{Merge, PerCall}, winograd::Winograd3x3};
+use crate::cpu::{self, band::Conv3x3, linear::Branch, per_call::PerCall, winograd::Winograd3x3};
 use crate::weights::{ParamStore, WeightsError};
 
 /// A 2-D convolution with torch's weight layout `[out, in, k, k]` and "same" padding.
@@ -148,10 +148,9 @@ impl Conv2d {
                 }
                 let [c_out, c_in, _, _] = self.weight.dims();
                 let bias = self.bias.clone().map(cpu::tensor::values);
-                let lora = self.lora.as_ref().filter(|l| l.switch.is_on());
-                let ab = lora.map(|l| (cpu::tensor::values(l.a.clone()), cpu::tensor::values(l.b.clone())));
-                let merge = lora.zip(ab.as_ref()).map(|(l, (a, b))| Merge { a, b, rank: l.a.dims()[0], scale: l.scale });
-                Some(cpu::tensor::with_slice(&self.weight, |weight| f(Conv3x3::PerCall(&PerCall::new(weight, merge, bias.as_deref(), c_in, c_out)))))
+                let branch = self.branch_values();
+                let branch = branch.as_ref().map(BranchValues::branch);
+                Some(cpu::tensor::with_slice(&self.weight, |weight| f(Conv3x3::PerCall(&PerCall::new(weight, branch, bias.as_deref(), c_in, c_out)))))
             }
         }
     }
@@ -169,9 +168,8 @@ impl Conv2d {
         assert_eq!(c, c_in, "input channels");
         let g = cpu::im2col::Geometry { c_in, c_out, k, stride: self.stride, pad: self.padding };
         let bias = self.bias.clone().map(cpu::tensor::values);
-        let lora = self.lora.as_ref().filter(|l| l.switch.is_on());
-        let ab = lora.map(|l| (cpu::tensor::values(l.a.clone()), cpu::tensor::values(l.b.clone()), l.a.dims()[0], l.scale));
-        let branch = ab.as_ref().map(|(a, b, rank, scale)| cpu::im2col::Branch { a, b, rank: *rank, scale: *scale });
+        let branch = self.branch_values();
+        let branch = branch.as_ref().map(BranchValues::branch);
         let (ho, wo) = (g.out(h), g.out(w));
         let out = cpu::tensor::with_slice(x, |xs| {
             cpu::tensor::with_slice(&self.weight, |ws| {
@@ -184,6 +182,13 @@ impl Conv2d {
             })
         });
         Some(cpu::tensor::from_values(out, [n, c_out, ho, wo], x))
+    }
+
+    /// The LoRA branch's factors as f32 values when it is kept and switched on (the CPU paths
+    /// read them as a [`Branch`]).
+    fn branch_values(&self) -> Option<BranchValues> {
+        let l = self.lora.as_ref().filter(|l| l.switch.is_on())?;
+        Some(BranchValues { a: cpu::tensor::values(l.a.clone()), b: cpu::tensor::values(l.b.clone()), rank: l.a.dims()[0], scale: l.scale })
     }
 
     /// [`Self::winograd`] made once (by [`Self::keep_on_cpu`]) and kept with the layer, for a layer marked
@@ -203,6 +208,20 @@ impl Conv2d {
     /// The dtype of the weights (the model's compute dtype).
     pub fn dtype(&self) -> FloatDType {
         FloatDType::from(self.weight.dtype())
+    }
+}
+
+/// A switched-on LoRA branch's factors copied out of burn's tensors (torch's layouts).
+struct BranchValues {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    rank: usize,
+    scale: f32,
+}
+
+impl BranchValues {
+    fn branch(&self) -> Branch<'_> {
+        Branch { a: &self.a, b: &self.b, rank: self.rank, scale: self.scale }
     }
 }
 
