@@ -14,7 +14,8 @@ use onestep_sr::pipeline::one_step::{Guidance, Latent, OneStepSr};
 use onestep_sr::pipeline::preprocess::to_unit_tensor;
 use onestep_sr::upscaler::{GanUpscaler, read_image};
 use onestep_sr::weights::quant::{Mode, Plan, Quant};
-use onestep_sr::weights::sd_convert::{SdConvertOptions, StoreDType, convert_sd, role};
+use onestep_sr::weights::role::sd_role;
+use onestep_sr::weights::sd_convert::{SdConvertOptions, StoreDType, convert_sd};
 use onestep_sr::weights::writer::{ShardWriter, quantize_model};
 use onestep_sr::weights::{self, DType, Manifest, ParamStore};
 
@@ -317,7 +318,7 @@ fn student_t_rewrite(src: &Path, f16: &Path, quant: Option<&Path>, plan: Plan) {
             s
         };
         let mut values = store.take_values(&t.name, &shape).unwrap();
-        let r = role(&t.name, &shape);
+        let r = sd_role(&t.name, &shape);
         if t.name.starts_with("unet.") && plan.quant(r).is_some() {
             let rms = (values.iter().map(|v| v * v).sum::<f32>() / values.len() as f32).sqrt();
             // Student-t(3) has variance 3.
@@ -470,7 +471,7 @@ fn full_size_bytes(plan: Option<Plan>) -> u64 {
     full_size_pisa_sr_tensors()
         .iter()
         .map(|(name, shape)| {
-            let (dtype, block) = match plan.and_then(|p| p.quant(role(name, shape))) {
+            let (dtype, block) = match plan.and_then(|p| p.quant(sd_role(name, shape))) {
                 Some(q) => (q.dtype, Some(q.block)),
                 None => (DType::F16, None),
             };

@@ -11,7 +11,7 @@ use burn::tensor::{Tensor, TensorData};
 use common::sd::*;
 use onestep_sr::model::sd::Method;
 use onestep_sr::pipeline::preprocess::to_model_input;
-use onestep_sr::tiling::attention::{attention, attention_pieces, set_max_scores};
+use onestep_sr::model::chunked_attention::{attention, attention_pieces, set_max_scores};
 use onestep_sr::tiling::vae::{self, Bands, Norms};
 use onestep_sr::weights::sd_convert::StoreDType;
 

@@ -1,6 +1,7 @@
 //! The math only: modules whose field paths are the checkpoint's tensor names.
 //! Nothing here reads files or the network.
 
+pub mod chunked_attention;
 pub mod conv;
 pub mod gan_net;
 pub mod lora;

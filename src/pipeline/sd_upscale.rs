@@ -18,9 +18,9 @@ use super::{Cancel, Progress, RunError};
 use super::colour_fix::{self, ColourFix};
 use super::one_step::{Guidance, Latent, OneStepSr};
 use super::preprocess::{PreprocessOptions, Preprocessed, input_size, preprocess, to_model_input, to_output_size, to_rgb8, to_unit_tensor};
+use crate::model::chunked_attention::set_max_scores;
 use crate::model::sd::Method;
 use crate::tiling::latent::{Blend, LatentTiles};
-use crate::tiling::attention::set_max_scores;
 use crate::tiling::memory::{DeviceLimits, Precision, plan_sd};
 use crate::tiling::vae::{self, Bands, Norms, Park};
 

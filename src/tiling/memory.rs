@@ -61,7 +61,7 @@ pub struct SdPlan {
     /// UNet latent tile side and overlap (latents).
     pub latent_tile: usize,
     pub latent_overlap: usize,
-    /// Most attention scores per block (see `tiling::attention::set_max_scores`).
+    /// Most attention scores per block (see `model::chunked_attention::set_max_scores`).
     pub max_scores: usize,
     /// Whole-image VAE activations wait in host memory between layers.
     pub park_on_host: bool,

@@ -1,6 +1,5 @@
 //! Tiling: where tiles go (planner) and how overlapping outputs are merged (blend).
 
-pub mod attention;
 pub mod blend;
 pub mod latent;
 pub mod memory;

@@ -17,8 +17,8 @@
 
 use burn::tensor::{Device, FloatDType, Tensor, activation::silu, ops::PadMode};
 
-use super::attention::attention_pieces;
 use crate::cpu::band::{NormSilu, Pre, Rows};
+use crate::model::chunked_attention::attention_pieces;
 use crate::model::conv::{Conv2d, cpu_conv3x3};
 use crate::model::sd::attention::Attention;
 use crate::model::sd::nn::{GroupNorm, merge_heads, split_heads};

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::quant;
+use super::dtype::{self, DType};
 
 pub const FORMAT_NAME: &str = "onestep-sr-weights";
 /// Float tensors only: what a writer writes when nothing is quantized (older readers keep working).
@@ -14,46 +14,6 @@ pub const FORMAT_VERSION_QUANT: u32 = 2;
 pub const MAX_SHARD_BYTES: u64 = 32 * 1024 * 1024;
 /// Tensors start at multiples of this inside a shard (aligned views, simple readers).
 pub const TENSOR_ALIGN: u64 = 64;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DType {
-    F16,
-    F32,
-    /// Block-wise symmetric 8-bit integers with f16 scales (format v2; layout in [`quant`]).
-    Q8,
-    /// The same with 4-bit integers.
-    Q4,
-}
-
-impl DType {
-    pub fn bits(self) -> u64 {
-        match self {
-            DType::F16 => 16,
-            DType::F32 => 32,
-            DType::Q8 => 8,
-            DType::Q4 => 4,
-        }
-    }
-
-    pub fn is_quantized(self) -> bool {
-        matches!(self, DType::Q8 | DType::Q4)
-    }
-
-    /// Bytes of a tensor of `shape` stored as this dtype (`block`: q8 / q4 only); `None` when
-    /// the combination is not allowed.
-    pub fn byte_len(self, shape: &[usize], block: Option<u32>) -> Option<u64> {
-        let numel = shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64))?;
-        match (self.is_quantized(), block) {
-            (false, None) => numel.checked_mul(self.bits() / 8),
-            (true, Some(block)) if quant::BLOCKS.contains(&block) && shape.len() >= 2 && numel > 0 => {
-                let rows = shape[0] as u64;
-                rows.checked_mul(quant::row_bytes(self, numel / rows, u64::from(block)))
-            }
-            _ => None,
-        }
-    }
-}
 
 /// A tensor larger than a shard is stored as consecutive blocks of rows (dim 0), one entry per
 /// block, each with its own shape; the full tensor is their concatenation in `index` order.
@@ -67,7 +27,7 @@ pub struct TensorPart {
 pub struct TensorEntry {
     pub name: String,
     pub dtype: DType,
-    /// q8 / q4: values per scale along each row (one of [`quant::BLOCKS`]).
+    /// q8 / q4: values per scale along each row (one of [`dtype::BLOCKS`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block: Option<u32>,
     /// q8 / q4: the quantization's relative RMS error against the source (informative).
@@ -162,7 +122,7 @@ impl Manifest {
             let Some(want) = t.dtype.byte_len(&t.shape, t.block) else {
                 return Err(E::Manifest(format!(
                     "tensor {} ({:?} {:?}) has block {:?}: q8 / q4 need a block of {:?} and a non-empty shape of 2 or more dimensions, f16 / f32 no block",
-                    t.name, t.dtype, t.shape, t.block, quant::BLOCKS
+                    t.name, t.dtype, t.shape, t.block, dtype::BLOCKS
                 )));
             };
             if t.length != want || t.offset.checked_add(t.length).is_none_or(|end| end > shard.bytes) {

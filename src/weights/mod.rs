@@ -3,10 +3,12 @@
 
 pub mod clip_tokenizer;
 pub mod diffusers;
+pub mod dtype;
 mod error;
 pub mod loader;
 pub mod manifest;
 pub mod quant;
+pub mod role;
 pub mod store;
 pub mod torch_pickle;
 pub mod lora;
@@ -21,5 +23,6 @@ pub use error::WeightsError;
 pub use loader::{LoadProgress, ShardSource, check_digest, check_size, load_into_store, verify_shard};
 #[cfg(not(target_arch = "wasm32"))]
 pub use loader::{DirSource, load_dir};
-pub use manifest::{DType, Manifest, ShardEntry, TensorEntry, TensorPart};
+pub use dtype::DType;
+pub use manifest::{Manifest, ShardEntry, TensorEntry, TensorPart};
 pub use store::ParamStore;

@@ -8,8 +8,9 @@
 
 use std::path::Path;
 
-use super::manifest::DType;
+use super::dtype::DType;
 use super::quant::{self, Plan};
+use super::role::gan_role;
 use super::writer::ShardWriter;
 use super::{Manifest, WeightsError};
 use crate::model::{RrdbNetConfig, SrVggNetConfig};
@@ -472,7 +473,7 @@ pub fn convert(param: &Path, bin: &Path, out: &Path, model_id: Option<&str>, qua
     let weights: Vec<&str> = tensors.iter().filter(|t| t.2.len() >= 2).map(|t| t.0.as_str()).collect();
     let (first, last) = (weights.first().copied().unwrap_or(""), weights.last().copied().unwrap_or(""));
     for (name, dtype, shape, bytes) in &tensors {
-        match quantize.and_then(|p| p.quant(quant::gan_role(name, shape, first, last))) {
+        match quantize.and_then(|p| p.quant(gan_role(name, shape, first, last))) {
             Some(q) => {
                 let values = quant::float_values(*dtype, bytes).map_err(|e| WeightsError::Convert(format!("{name}: {e}")))?;
                 writer.add_quantized(name, shape, &values, q)?;

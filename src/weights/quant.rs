@@ -13,21 +13,14 @@
 use burn::tensor::{DType as BurnDType, Device, Int, Tensor, TensorData};
 use half::f16;
 
-use super::manifest::DType;
-
-/// The block sizes a manifest may declare.
-pub const BLOCKS: [u32; 3] = [32, 64, 128];
+use super::dtype::{BLOCKS, DType, row_bytes};
+use super::role::Role;
 
 /// A quantized encoding: `dtype` (q8 or q4) with one scale per `block` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Quant {
     pub dtype: DType,
     pub block: u32,
-}
-
-/// Bytes of one row of `k` values.
-pub fn row_bytes(dtype: DType, k: u64, block: u64) -> u64 {
-    k.div_ceil(32 / dtype.bits()) * 4 + (k.div_ceil(block) * 2).next_multiple_of(4)
 }
 
 /// `--quantize`: which tensors a converter stores as q8 / q4.
@@ -49,26 +42,6 @@ impl std::fmt::Display for Mode {
             Mode::Mixed => "mixed",
         })
     }
-}
-
-/// What a tensor is to the quantization rules.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// Kept in float: a network's first and last convolution, norms, biases, LoRA branches,
-    /// the prompt embedding (the layers where an error is not spread over many weights).
-    Keep,
-    /// A convolution or linear of the VAE.
-    Vae,
-    /// A layer that reads the prompt embedding (the UNet's cross-attention keys and values).
-    Text,
-    /// Any other convolution or linear: Real-ESRGAN's body, the UNet.
-    Main,
-}
-
-/// Real-ESRGAN's rule: the network's `first` and `last` weights and every tensor under 2
-/// dimensions (biases, PReLU slopes) kept, every other weight [`Role::Main`].
-pub fn gan_role(name: &str, shape: &[usize], first: &str, last: &str) -> Role {
-    if shape.len() < 2 || name == first || name == last { Role::Keep } else { Role::Main }
 }
 
 /// The values of little-endian f16 / f32 bytes (a float tensor about to be quantized).

@@ -18,7 +18,8 @@ use super::clip_tokenizer::ClipTokenizer;
 use super::diffusers::load_component;
 use super::lora::{PEFT_DEFAULT_ALPHA, adapter_names, check_targets, merge_peft};
 use super::manifest::Manifest;
-use super::quant::{Plan, Role};
+use super::quant::Plan;
+use super::role::sd_role;
 use super::torch_pickle::{HostTensor, TorchCheckpoint};
 use super::writer::ShardWriter;
 use super::{ParamStore, WeightsError};
@@ -145,38 +146,13 @@ pub fn prompt_embedding(base: &Path, prompt: &str) -> Result<(Vec<usize>, Vec<f3
     Ok((shape, values))
 }
 
-/// How the quantization rules see the tensor `name` (with its `unet.` / `vae.` prefix): the
-/// UNet's and the VAE's first and last convolutions, the VAE's latent projections, norms,
-/// biases, the semantic LoRA and the prompt embedding are kept.
-pub fn role(name: &str, shape: &[usize]) -> Role {
-    const KEEP: [&str; 6] = [
-        "unet.conv_in.weight",
-        "unet.conv_out.weight",
-        "vae.encoder.conv_in.weight",
-        "vae.decoder.conv_out.weight",
-        "vae.quant_conv.weight",
-        "vae.post_quant_conv.weight",
-    ];
-    if shape.len() < 2 || KEEP.contains(&name) || name.contains(".lora_A.") || name.contains(".lora_B.") {
-        Role::Keep
-    } else if name.starts_with("vae.") {
-        Role::Vae
-    } else if name.starts_with("unet.") && (name.ends_with(".attn2.to_k.weight") || name.ends_with(".attn2.to_v.weight")) {
-        Role::Text
-    } else if name.starts_with("unet.") {
-        Role::Main
-    } else {
-        Role::Keep
-    }
-}
-
 struct Store {
     dtype: StoreDType,
     quantize: Option<Plan>,
 }
 
 fn write_tensor(w: &mut ShardWriter, name: &str, shape: &[usize], values: &[f32], how: &Store) -> Result<(), WeightsError> {
-    if let Some(q) = how.quantize.and_then(|p| p.quant(role(name, shape))) {
+    if let Some(q) = how.quantize.and_then(|p| p.quant(sd_role(name, shape))) {
         return w.add_quantized(name, shape, values, q).map(drop);
     }
     match how.dtype {

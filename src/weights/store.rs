@@ -7,7 +7,8 @@ use std::sync::atomic::AtomicBool;
 
 use burn::tensor::{DType as BurnDType, Device, Tensor, TensorData};
 
-use super::manifest::{DType, Manifest};
+use super::dtype::DType;
+use super::manifest::Manifest;
 use super::{WeightsError, quant};
 
 /// Largest packed piece of a q8 / q4 tensor dequantized at once (the browser's block size).

@@ -8,11 +8,13 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::dtype::DType;
 use super::manifest::{
-    DType, FORMAT_NAME, FORMAT_VERSION, FORMAT_VERSION_QUANT, MAX_SHARD_BYTES, Manifest, ShardEntry,
+    FORMAT_NAME, FORMAT_VERSION, FORMAT_VERSION_QUANT, MAX_SHARD_BYTES, Manifest, ShardEntry,
     TENSOR_ALIGN, TensorEntry, TensorPart,
 };
 use super::quant::{self, Plan, Quant};
+use super::role::{gan_role, sd_role};
 use super::WeightsError;
 
 /// How one tensor's bytes are stored (the manifest entry's `dtype`, `block`, `rel_rms`).
@@ -241,8 +243,8 @@ pub fn reshard(src: &Path, out: &Path, max_shard: u64) -> Result<Manifest, Weigh
 }
 
 /// Write the float model in `src` again into `out` quantized as `plan` says, by the rules of
-/// its converter (Real-ESRGAN: [`quant::gan_role`]; OSEDiff / PiSA-SR:
-/// [`super::sd_convert::role`]); `source.quantize` records the mode. `model_id` defaults to
+/// its converter (Real-ESRGAN: [`gan_role`]; OSEDiff / PiSA-SR:
+/// [`sd_role`]); `source.quantize` records the mode. `model_id` defaults to
 /// the source's with `-{mode}` appended (a cache and a catalog tell the two apart by it).
 pub fn quantize_model(src: &Path, out: &Path, plan: Plan, model_id: Option<&str>) -> Result<Manifest, WeightsError> {
     let m = super::loader::read_manifest(src)?;
@@ -255,7 +257,7 @@ pub fn quantize_model(src: &Path, out: &Path, plan: Plan, model_id: Option<&str>
     };
     let mut w = ShardWriter::create(out)?;
     each_tensor(src, &mut |t, shape, data| {
-        let role = if sd { super::sd_convert::role(&t.name, shape) } else { quant::gan_role(&t.name, shape, first, last) };
+        let role = if sd { sd_role(&t.name, shape) } else { gan_role(&t.name, shape, first, last) };
         match plan.quant(role) {
             Some(q) => {
                 let values = quant::float_values(t.dtype, data).map_err(|e| WeightsError::Convert(format!("{}: {e}", t.name)))?;

@@ -162,13 +162,13 @@ impl LayerNorm {
 /// Scaled dot-product attention, `softmax(q k^T / sqrt(d) + mask) v`, on
 /// `q: [B, heads, Lq, d]`, `k, v: [B, heads, Lk, d]`, an optional additive `mask: [Lq, Lk]`.
 ///
-/// The score matrix is computed in blocks bounded by [`crate::tiling::attention`]'s limit
+/// The score matrix is computed in blocks bounded by [`crate::model::chunked_attention`]'s limit
 /// (query chunks, then key chunks with an online softmax). f16 inputs: `q` is scaled before
 /// the matmul (unscaled scores can overflow f16's range) and scores and softmax run in f32;
 /// the probabilities go back to the input's dtype for the matmul with `v`.
 pub fn scaled_dot_product_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<Tensor<2>>) -> Tensor<4> {
     let d = q.dims()[3];
-    crate::tiling::attention::attention(q, k, v, mask, 1.0 / (d as f64).sqrt())
+    crate::model::chunked_attention::attention(q, k, v, mask, 1.0 / (d as f64).sqrt())
 }
 
 /// `[B, L, heads * d]` → `[B, heads, L, d]`.

@@ -48,7 +48,7 @@ pub fn chunks(bh: usize, lq: usize, lk: usize, budget: usize) -> (usize, usize) 
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<Tensor<2>>, scale: f64) -> Tensor<4> {
     let [b, h, lq, d] = q.dims();
     let lk = k.dims()[2];
-    if mask.is_none() && crate::cpu::enabled(&q.device()) {
+    if mask.is_none() && cpu::enabled(&q.device()) {
         // burn's CPU backend: blocks of query rows, never the whole score tensor.
         use cpu::tensor::with_slice;
         let out = with_slice(&q, |qv| {
