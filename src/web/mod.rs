@@ -1,61 +1,32 @@
-//! The browser build (wasm32 only): the JavaScript API of `pkg/` ([`api`]), weight delivery
-//! through fetch and IndexedDB ([`shards`]) and the browser services they call ([`glue`]).
-//! The math is the same crate's; only readbacks are awaited here instead of blocked on.
+//! The browser build (wasm32 only): the JavaScript API of `pkg/`, weight delivery through
+//! fetch and IndexedDB ([`shards`]) and the browser services they call ([`glue`]). The math
+//! is the same crate's; only readbacks are awaited here instead of blocked on.
+//!
+//! The JavaScript API: `Upscaler.load(manifestUrl, opts)`, `up.upscale(image, opts)`,
+//! `up.adjust(lambdaPix, lambdaSem)`, `Upscaler.cached()`, `Upscaler.evict(manifestUrl)`
+//! (`upscaler`), `capabilities(opts)` (`capabilities`), `inspectImage(image)`
+//! (`images`), `memoryStats()` (`memory`) and `deviceLost()` (`device`); its TypeScript
+//! types are in `types`. Every call returns a Promise; every failure rejects it with an
+//! Error whose message says what happened and what to do.
 
-pub mod api;
+mod capabilities;
+mod device;
 pub(crate) mod glue;
+mod images;
+mod memory;
+mod options;
+mod run;
 pub mod shards;
+mod types;
+mod upscaler;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+pub use capabilities::capabilities;
+pub use device::device_lost_promise;
+pub use images::{MAX_BROWSER_INPUT_PIXELS, inspect_image};
+pub use memory::memory_stats;
+pub use upscaler::Upscaler;
 
 use wasm_bindgen::prelude::*;
-
-/// The system allocator, counting live bytes for `memoryStats()`: the wasm Memory never
-/// shrinks, so only this count shows whether a run gave back what it took.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(p, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let q = unsafe { System.realloc(p, layout, new_size) };
-        if !q.is_null() {
-            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-            LIVE.fetch_add(new_size, Ordering::Relaxed);
-        }
-        q
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// Bytes allocated in the wasm heap and not yet freed.
-pub(crate) fn heap_bytes() -> usize {
-    LIVE.load(Ordering::Relaxed)
-}
 
 /// Runs when the module is instantiated: a panic (a bug) prints its message and stack to
 /// the console instead of an opaque `unreachable`.

@@ -1,0 +1,52 @@
+// The upload page's shared DOM helpers: elements by id, the status line and progress bar,
+// messages, the render-state pill, the buttons that follow the run, and the compare view.
+import { COMPARE_CSS, CompareView } from './compare';
+import { page } from './state';
+
+export const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
+
+/** The before / after view: made by mountCompare() before anything else uses it. */
+export let compare: CompareView;
+
+export function mountCompare() {
+  const style = document.createElement('style');
+  style.textContent = COMPARE_CSS;
+  document.head.append(style);
+  compare = new CompareView(document, { emptyText: 'Choose, drop or paste an image: it appears here, and the result beside it.' });
+  $('compare').append(compare.el);
+}
+
+export function status(text: string, fraction?: number) {
+  $('status').textContent = text;
+  const bar = $<HTMLProgressElement>('bar');
+  bar.hidden = fraction === undefined;
+  if (fraction !== undefined) bar.value = fraction;
+}
+
+/** A message as a sentence: capitalised, with a full stop. */
+export function sentence(text: string) {
+  const t = text.trim();
+  if (!t) return '';
+  return `${t[0].toUpperCase()}${t.slice(1)}${/[.!?…)]$/.test(t) ? '' : '.'}`;
+}
+
+export function message(text: string, error = false) {
+  const m = $('message');
+  m.textContent = sentence(text);
+  m.classList.toggle('error', error);
+}
+
+export function setRenderState(state: '' | 'preview' | 'exact', text = '') {
+  const r = $('render-state');
+  r.dataset.state = state;
+  r.textContent = text;
+  r.hidden = !state;
+}
+
+export function syncButtons() {
+  const running = page.controller !== null;
+  const go = $<HTMLButtonElement>('go');
+  go.disabled = running || page.items.length === 0 || page.catalog.length === 0;
+  $('cancel').hidden = !running;
+  $<HTMLSelectElement>('model').disabled = running;
+}
