@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { gzipSync } from 'node:zlib';
+import { brotliCompressSync, constants as zlib, gzipSync } from 'node:zlib';
 import * as esbuild from 'esbuild';
 
 const web = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -145,7 +145,7 @@ const walk = (d, rel) => {
   for (const f of readdirSync(d).sort()) {
     const full = join(d, f);
     if (statSync(full).isDirectory()) walk(full, `${rel}${f}/`);
-    else if (!/(\.map|\.d\.ts|package\.json|^sw\.js)$/.test(f)) shellFiles.push(`${rel}${f}`);
+    else if (!/(\.map|\.d\.ts|package\.json|^sw\.js|\.br|\.gz)$/.test(f)) shellFiles.push(`${rel}${f}`);
   }
 };
 walk(dist, '');
@@ -160,12 +160,50 @@ await esbuild.build({
 });
 console.log(`web/dist: ${shell.length} files precached as ${version}; catalog: ${catalog.map((c) => c.id).join(', ')}`);
 
-// 5. Sizes.
+// 5. Compressed copies made once here (`f.br`, `f.gz` beside `f`): the README's server sends
+// one when the browser accepts it (`Content-Encoding`), as any static host can
+// (docs/hosting.md). Weight shards are left alone: f16 / int8 bytes barely compress.
+const compressible = /\.(wasm|js|mjs|html|css|json|webmanifest|svg)$/;
+const compressed = new Map();
+const compress = (f) => {
+  const bytes = readFileSync(f);
+  if (bytes.length < 1024) return;
+  // ONESTEP_WEB_ONLY=1 keeps pkg/ and its copies made by an earlier build.
+  const fresh = (ext) => existsSync(`${f}.${ext}`) && statSync(`${f}.${ext}`).mtimeMs >= statSync(f).mtimeMs;
+  if (fresh('br') && fresh('gz')) return;
+  const key = createHash('sha256').update(bytes).digest('hex');
+  let c = compressed.get(key);
+  if (!c) {
+    c = {
+      br: brotliCompressSync(bytes, { params: {
+        [zlib.BROTLI_PARAM_QUALITY]: 11, [zlib.BROTLI_PARAM_LGWIN]: 24, [zlib.BROTLI_PARAM_SIZE_HINT]: bytes.length,
+      } }),
+      gz: gzipSync(bytes, { level: 9 }),
+    };
+    compressed.set(key, c);
+  }
+  writeFileSync(`${f}.br`, c.br);
+  writeFileSync(`${f}.gz`, c.gz);
+};
+for (const d of [pkg, dist]) {
+  const each = (dir) => {
+    for (const f of readdirSync(dir)) {
+      const full = join(dir, f);
+      if (statSync(full).isDirectory()) each(full);
+      else if (compressible.test(f) && f !== 'sizes.json') compress(full);
+    }
+  };
+  each(d);
+}
+
+// 6. Sizes: raw, and on the wire (the brotli copy the server sends).
 const sizes = {};
 for (const f of [out, join(pkg, 'onestep_sr.js'), ...['app.js', 'worker.js', 'onestep-upscaler.js', 'sw.js'].map((f) => join(dist, f))]) {
   const bytes = readFileSync(f);
-  sizes[f.slice(root.length + 1)] = { raw: bytes.length, gzip: gzipSync(bytes, { level: 9 }).length };
+  const br = existsSync(`${f}.br`) ? statSync(`${f}.br`).size : bytes.length;
+  sizes[f.slice(root.length + 1)] = { raw: bytes.length, gzip: gzipSync(bytes, { level: 9 }).length, brotli: br };
 }
-for (const [f, s] of Object.entries(sizes)) console.log(`${f}: ${s.raw > 1048576 ? mib(s.raw) : kb(s.raw)} raw, ${s.gzip > 1048576 ? mib(s.gzip) : kb(s.gzip)} gzipped`);
+const size = (n) => (n > 1048576 ? mib(n) : kb(n));
+for (const [f, s] of Object.entries(sizes)) console.log(`${f}: ${size(s.raw)} raw, ${size(s.gzip)} gzipped, ${size(s.brotli)} brotli`);
 writeFileSync(join(pkg, 'sizes.json'), JSON.stringify(sizes, null, 2));
 console.log(`wasm: ${kb(statSync(out).size)} (${level})`);

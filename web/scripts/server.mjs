@@ -70,6 +70,18 @@ export function startServer({ root, port = 0, extra = {} }) {
       }).on('end', () => res.end());
       return;
     }
+    // The build's precompressed copy when the browser takes it (never for a shard: none is
+    // made), and only while it is not older than the file (a file edited since is sent as is).
+    const accepts = String(req.headers['accept-encoding'] ?? '');
+    const mtime = statSync(file).mtimeMs;
+    const enc = [['br', 'br'], ['gzip', 'gz']].find(([name, ext]) => accepts.includes(name)
+      && existsSync(`${file}.${ext}`) && statSync(`${file}.${ext}`).mtimeMs >= mtime);
+    if (enc) {
+      const packed = `${file}.${enc[1]}`;
+      res.writeHead(200, { ...headers, 'content-encoding': enc[0], vary: 'accept-encoding', 'content-length': statSync(packed).size });
+      createReadStream(packed).pipe(res);
+      return;
+    }
     res.writeHead(200, { ...headers, 'content-length': size });
     createReadStream(file).pipe(res);
   });

@@ -5,7 +5,9 @@
 // "Update available" and takes over on click. CPU fallback; no request leaves 127.0.0.1.
 import assert from 'node:assert/strict';
 import { cpSync, readFileSync, writeFileSync } from 'node:fs';
+import { get } from 'node:http';
 import { after, before, test } from 'node:test';
+import { brotliDecompressSync, gunzipSync } from 'node:zlib';
 import { browser, onestep, root, scratch, server } from './helpers.mjs';
 import { pngDiff, readPng } from './png.mjs';
 import { PHOTO, assertLocal, download, openPage, recordRequests } from './ui.mjs';
@@ -21,6 +23,30 @@ before(async () => {
   srv = await server({ '/v/pkg/': `${root}/pkg`, '/v/': copy });
 });
 after(() => srv.close());
+
+test('the wasm and scripts go compressed when the browser takes it, as the build made them', async () => {
+  const raw = readFileSync(`${root}/pkg/onestep_sr_bg.wasm`);
+  const fetchWith = (path, encoding) => new Promise((ok, fail) => {
+    get(`${srv.url}${path}`, { headers: encoding ? { 'accept-encoding': encoding } : {} }, (res) => {
+      const parts = [];
+      res.on('data', (c) => parts.push(c)).on('end', () => ok({ headers: res.headers, body: Buffer.concat(parts) }));
+    }).on('error', fail);
+  });
+  const br = await fetchWith('/pkg/onestep_sr_bg.wasm', 'gzip, deflate, br, zstd');
+  assert.equal(br.headers['content-encoding'], 'br');
+  assert.equal(br.headers['content-type'], 'application/wasm');
+  assert.ok(br.body.length < raw.length / 3, `${br.body.length} bytes on the wire for ${raw.length}`);
+  assert.ok(brotliDecompressSync(br.body).equals(raw));
+  const gz = await fetchWith('/app.js', 'gzip');
+  assert.equal(gz.headers['content-encoding'], 'gzip');
+  assert.ok(gunzipSync(gz.body).equals(readFileSync(`${root}/web/dist/app.js`)));
+  const plain = await fetchWith('/pkg/onestep_sr_bg.wasm', '');
+  assert.equal(plain.headers['content-encoding'], undefined);
+  assert.ok(plain.body.equals(raw));
+  // Nothing under /models/ is compressed by the build: shards go as stored.
+  const shard = await fetchWith('/models/realesrgan-x4plus/manifest.json', 'br');
+  assert.equal(shard.headers['content-encoding'], undefined);
+});
 
 test('the manifest: PNG icons at 192 and 512 (maskable), a share target', async () => {
   const res = await fetch(`${srv.url}/manifest.webmanifest`);
