@@ -1,5 +1,5 @@
 // The upload page's image queue: files checked and queued, the list with each image's state,
-// Save and Remove, the selected image in the compare view with its result, and Download all
+// Download and Remove, the selected image in the compare view with its result, and Download all
 // (the results in one ZIP).
 import { zipSync } from 'fflate';
 import { inspectImage } from './client';
@@ -70,7 +70,7 @@ export function renderQueue() {
     if (it.result) {
       const a = document.createElement('a');
       a.className = 'button save';
-      a.textContent = 'Save';
+      a.textContent = 'Download';
       a.href = it.url;
       a.download = it.outName;
       a.setAttribute('aria-label', `Download ${it.outName}`);

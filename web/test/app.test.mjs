@@ -130,6 +130,9 @@ test('three files queued: three results, no request while they run, and "Downloa
   assert.equal(readPng(Buffer.from(files['alpha_gradient_16_x4.png'])).channels, 4, 'alpha kept');
   // Each item also has its own link.
   assert.equal(await page.getByRole('link', { name: /^Download .*_x4\.png$/ }).count(), 3);
+  // One word for one action, and the visible word is part of the link's name (axe's
+  // label-content-name-mismatch).
+  assert.deepEqual(await page.locator('#queue li a').allTextContents(), ['Download', 'Download', 'Download']);
   assertLocal(requests, 'the queue');
   console.log(`queue of three + zip: ${Date.now() - t0} ms`);
 });
