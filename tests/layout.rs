@@ -115,7 +115,7 @@ fn rust_paths(code: &str) -> Vec<(Vec<String>, Vec<String>)> {
     let mut t = 0;
     while t < toks.len() {
         let tok = toks[t].as_str();
-        let here: Vec<String> = inline.iter().map(|(n, _)| n.clone()).collect();
+        let here = || inline.iter().map(|(n, _)| n.clone()).collect::<Vec<String>>();
         match tok {
             "{" => depth += 1,
             "}" => {
@@ -131,7 +131,7 @@ fn rust_paths(code: &str) -> Vec<(Vec<String>, Vec<String>)> {
                 let end = (t..toks.len()).find(|&k| toks[k] == ";").unwrap_or(toks.len());
                 let mut paths = Vec::new();
                 expand_use(&toks[t + 1..end], &mut Vec::new(), &mut paths);
-                out.extend(paths.into_iter().filter(|p| matches!(p[0].as_str(), "crate" | "super" | "self")).map(|p| (here.clone(), p)));
+                out.extend(paths.into_iter().filter(|p| matches!(p[0].as_str(), "crate" | "super" | "self")).map(|p| (here(), p)));
                 t = end;
                 continue;
             }
@@ -142,7 +142,7 @@ fn rust_paths(code: &str) -> Vec<(Vec<String>, Vec<String>)> {
                     p.push(toks[k + 1].clone());
                     k += 2;
                 }
-                out.push((here, p));
+                out.push((here(), p));
                 t = k;
                 continue;
             }
@@ -184,15 +184,13 @@ fn expand_use(toks: &[String], prefix: &mut Vec<String>, out: &mut Vec<Vec<Strin
                 prefix.truncate(start);
                 return;
             }
-            "::" | "*" => {}
             "as" => break,
-            "pub" | "(" | ")" => {}
             s if s.chars().all(ident_char) => prefix.push(s.to_string()),
-            _ => {}
+            _ => {} // `::`, `*`
         }
         i += 1;
     }
-    if prefix.len() > start || !prefix.is_empty() {
+    if !prefix.is_empty() {
         out.push(prefix.clone());
     }
     prefix.truncate(start);

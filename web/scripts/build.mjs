@@ -79,6 +79,30 @@ if (webOnly) {
   }
 }
 
+// Compressed copies made once here (`f.br`, `f.gz` beside `f`): the README's server sends
+// one when the browser accepts it (`Content-Encoding`), as any static host can
+// (docs/hosting.md). Weight shards are left alone: f16 / int8 bytes barely compress.
+// A copy newer than its file is kept (ONESTEP_WEB_ONLY=1 keeps pkg/ and its copies).
+const compressible = /\.(wasm|js|mjs|html|css|json|webmanifest|svg)$/;
+function compressCopies(dir, skip = null) {
+  for (const f of readdirSync(dir)) {
+    const full = join(dir, f);
+    if (full === skip) continue;
+    if (statSync(full).isDirectory()) { compressCopies(full, skip); continue; }
+    if (!compressible.test(f) || f === 'sizes.json') continue;
+    const { size, mtimeMs } = statSync(full);
+    const fresh = (ext) => existsSync(`${full}.${ext}`) && statSync(`${full}.${ext}`).mtimeMs >= mtimeMs;
+    if (size < 1024 || (fresh('br') && fresh('gz'))) continue;
+    const bytes = readFileSync(full);
+    writeFileSync(`${full}.br`, brotliCompressSync(bytes, { params: {
+      [zlib.BROTLI_PARAM_QUALITY]: 11, [zlib.BROTLI_PARAM_LGWIN]: 24, [zlib.BROTLI_PARAM_SIZE_HINT]: size,
+    } }));
+    writeFileSync(`${full}.gz`, gzipSync(bytes, { level: 9 }));
+  }
+}
+// pkg/ first: web/dist/pkg/ is a copy of it, compressed copies included.
+compressCopies(pkg);
+
 // 4. The front end: the page, the worker, the element bundle, the client, the static files,
 // pkg/ (so that dist/ alone is a complete site), the model catalog, then the service worker
 // with the list of files to precache and a version made from their bytes.
@@ -106,7 +130,7 @@ await esbuild.build({
   },
 });
 cpSync(join(web, 'public'), dist, { recursive: true });
-cpSync(pkg, join(dist, 'pkg'), { recursive: true, filter: (f) => !/(\.gitkeep|sizes\.json)$/.test(f) });
+cpSync(pkg, join(dist, 'pkg'), { recursive: true, preserveTimestamps: true, filter: (f) => !/(\.gitkeep|sizes\.json)$/.test(f) });
 
 // The model catalog: every converted model in models/ (size, scale and architecture from its
 // manifest) with its name, description and licence from assets/catalog.json; table
@@ -159,49 +183,14 @@ await esbuild.build({
   define: { __SHELL__: JSON.stringify(shell), __VERSION__: JSON.stringify(version) },
 });
 console.log(`web/dist: ${shell.length} files precached as ${version}; catalog: ${catalog.map((c) => c.id).join(', ')}`);
+compressCopies(dist, join(dist, 'pkg'));
 
-// 5. Compressed copies made once here (`f.br`, `f.gz` beside `f`): the README's server sends
-// one when the browser accepts it (`Content-Encoding`), as any static host can
-// (docs/hosting.md). Weight shards are left alone: f16 / int8 bytes barely compress.
-const compressible = /\.(wasm|js|mjs|html|css|json|webmanifest|svg)$/;
-const compressed = new Map();
-const compress = (f) => {
-  const bytes = readFileSync(f);
-  if (bytes.length < 1024) return;
-  // ONESTEP_WEB_ONLY=1 keeps pkg/ and its copies made by an earlier build.
-  const fresh = (ext) => existsSync(`${f}.${ext}`) && statSync(`${f}.${ext}`).mtimeMs >= statSync(f).mtimeMs;
-  if (fresh('br') && fresh('gz')) return;
-  const key = createHash('sha256').update(bytes).digest('hex');
-  let c = compressed.get(key);
-  if (!c) {
-    c = {
-      br: brotliCompressSync(bytes, { params: {
-        [zlib.BROTLI_PARAM_QUALITY]: 11, [zlib.BROTLI_PARAM_LGWIN]: 24, [zlib.BROTLI_PARAM_SIZE_HINT]: bytes.length,
-      } }),
-      gz: gzipSync(bytes, { level: 9 }),
-    };
-    compressed.set(key, c);
-  }
-  writeFileSync(`${f}.br`, c.br);
-  writeFileSync(`${f}.gz`, c.gz);
-};
-for (const d of [pkg, dist]) {
-  const each = (dir) => {
-    for (const f of readdirSync(dir)) {
-      const full = join(dir, f);
-      if (statSync(full).isDirectory()) each(full);
-      else if (compressible.test(f) && f !== 'sizes.json') compress(full);
-    }
-  };
-  each(d);
-}
-
-// 6. Sizes: raw, and on the wire (the brotli copy the server sends).
+// 5. Sizes: raw, and the compressed copies the server sends.
 const sizes = {};
 for (const f of [out, join(pkg, 'onestep_sr.js'), ...['app.js', 'worker.js', 'onestep-upscaler.js', 'sw.js'].map((f) => join(dist, f))]) {
-  const bytes = readFileSync(f);
-  const br = existsSync(`${f}.br`) ? statSync(`${f}.br`).size : bytes.length;
-  sizes[f.slice(root.length + 1)] = { raw: bytes.length, gzip: gzipSync(bytes, { level: 9 }).length, brotli: br };
+  const raw = statSync(f).size;
+  const copy = (ext) => (existsSync(`${f}.${ext}`) ? statSync(`${f}.${ext}`).size : raw);
+  sizes[f.slice(root.length + 1)] = { raw, gzip: copy('gz'), brotli: copy('br') };
 }
 const size = (n) => (n > 1048576 ? mib(n) : kb(n));
 for (const [f, s] of Object.entries(sizes)) console.log(`${f}: ${size(s.raw)} raw, ${size(s.gzip)} gzipped, ${size(s.brotli)} brotli`);

@@ -41,7 +41,8 @@ export function startServer({ root, port = 0, extra = {} }) {
       return;
     }
     if (!existsSync(file) || !file.startsWith(base)) { res.writeHead(404).end('not found'); return; }
-    const size = statSync(file).size;
+    const stat = statSync(file);
+    const size = stat.size;
     const headers = {
       'content-type': TYPES[extname(file)] ?? 'application/octet-stream',
       'cache-control': 'no-cache',
@@ -73,9 +74,8 @@ export function startServer({ root, port = 0, extra = {} }) {
     // The build's precompressed copy when the browser takes it (never for a shard: none is
     // made), and only while it is not older than the file (a file edited since is sent as is).
     const accepts = String(req.headers['accept-encoding'] ?? '');
-    const mtime = statSync(file).mtimeMs;
     const enc = [['br', 'br'], ['gzip', 'gz']].find(([name, ext]) => accepts.includes(name)
-      && existsSync(`${file}.${ext}`) && statSync(`${file}.${ext}`).mtimeMs >= mtime);
+      && existsSync(`${file}.${ext}`) && statSync(`${file}.${ext}`).mtimeMs >= stat.mtimeMs);
     if (enc) {
       const packed = `${file}.${enc[1]}`;
       res.writeHead(200, { ...headers, 'content-encoding': enc[0], vary: 'accept-encoding', 'content-length': statSync(packed).size });
