@@ -286,3 +286,69 @@ fn pisa_sr_converter_rejects_a_prompt() {
     .unwrap_err();
     assert!(e.to_string().contains("null prompt"), "{e}");
 }
+
+// ---------------------------------------------------------------- the page's path: method read from the checkpoint
+
+fn start_err(base: &Path, lora: Vec<u8>, name: &str) -> String {
+    use onestep_sr::weights::folder::DiskFolder;
+    use onestep_sr::weights::sd_convert::{SdConversion, SdSettings, Storage};
+    let folder = DiskFolder::new(base).unwrap();
+    let settings = SdSettings { method: None, prompt: None, model_id: None, storage: Storage { dtype: StoreDType::F16, quantize: None } };
+    let msg = SdConversion::start(&folder, lora, name, settings).err().expect("the folder must be refused").to_string();
+    println!("{msg}");
+    assert!(!msg.contains('\n'), "one line: {msg}");
+    msg
+}
+
+#[test]
+fn convert_reads_the_method_from_the_checkpoint() {
+    use onestep_sr::weights::folder::DiskFolder;
+    use onestep_sr::weights::sd_convert::{SdConversion, SdSettings, Storage};
+    let folder = DiskFolder::new(&fixture("sd")).unwrap();
+    for (pkl, want) in [("sd/pisa_sr.pkl", Method::PisaSr), ("sd/osediff.pkl", Method::OseDiff)] {
+        let settings = SdSettings { method: None, prompt: None, model_id: None, storage: Storage { dtype: StoreDType::F16, quantize: None } };
+        let conv = SdConversion::start(&folder, std::fs::read(fixture(pkl)).unwrap(), pkl, settings).unwrap();
+        assert_eq!(conv.method(), want, "{pkl}");
+        assert!(conv.bytes_total > 0 && conv.output_bytes() > 0);
+    }
+}
+
+#[test]
+fn convert_refuses_other_folders_and_checkpoints_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pisa = std::fs::read(fixture("sd/pisa_sr.pkl")).unwrap();
+    let edit_config = |base: &Path, f: &dyn Fn(&mut serde_json::Value)| {
+        let p = base.join("unet/config.json");
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        f(&mut v);
+        std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+    };
+    // No unet/.
+    let base = base_with_unet(&tmp.path().join("a"), |_| {});
+    std::fs::remove_dir_all(base.join("unet")).unwrap();
+    assert!(start_err(&base, pisa.clone(), "pisa_sr.pkl").contains("has no unet/ folder"));
+    // SD 1.x (a conv proj_in, one head size) and SDXL (added embeddings, a second text encoder).
+    let base = base_with_unet(&tmp.path().join("b"), |_| {});
+    edit_config(&base, &|v| { v["use_linear_projection"] = false.into(); v["attention_head_dim"] = 8.into(); v["cross_attention_dim"] = 768.into(); });
+    assert!(start_err(&base, pisa.clone(), "pisa_sr.pkl").contains("is a Stable Diffusion 1.x folder"));
+    let base = base_with_unet(&tmp.path().join("c"), |_| {});
+    edit_config(&base, &|v| v["addition_embed_type"] = "text_time".into());
+    assert!(start_err(&base, pisa.clone(), "pisa_sr.pkl").contains("is a Stable Diffusion XL folder"));
+    // A checkpoint of neither method (its keys renamed, same lengths), and a cut one.
+    let mut other = std::fs::read(fixture("sd/osediff.pkl")).unwrap();
+    for (from, to) in [(&b"rank_unet"[..], &b"rank_xnet"[..]), (b"state_dict_vae", b"state_dict_xae")] {
+        let at = other.windows(from.len()).position(|w| w == from).expect("key in the pickle");
+        other[at..at + from.len()].copy_from_slice(to);
+    }
+    let msg = start_err(&fixture("sd"), other, "other.pkl");
+    assert!(msg.contains("other.pkl is neither a PiSA-SR checkpoint"), "{msg}");
+    let msg = start_err(&fixture("sd"), pisa[..pisa.len() / 3].to_vec(), "pisa_sr.pkl");
+    assert!(msg.contains("pisa_sr.pkl is not a readable torch.save checkpoint"), "{msg}");
+    // A truncated UNet file: named, before any work.
+    let base = base_with_unet(&tmp.path().join("d"), |_| {});
+    let st = base.join("unet/diffusion_pytorch_model.safetensors");
+    let bytes = std::fs::read(&st).unwrap();
+    std::fs::write(&st, &bytes[..bytes.len() - 1000]).unwrap();
+    let msg = start_err(&base, pisa, "pisa_sr.pkl");
+    assert!(msg.contains("diffusion_pytorch_model.safetensors is truncated"), "{msg}");
+}

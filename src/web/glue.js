@@ -259,3 +259,15 @@ export function lockAcquire(name, signal) {
       .catch(refused);
   });
 }
+
+/// Bytes `start..end` of a File or Blob, synchronously (FileReaderSync: workers only), so a
+/// converter reads each tensor where it lies instead of the whole file.
+export function readSlice(blob, start, end) {
+  if (typeof FileReaderSync === 'undefined') throw new Error('reading files in pieces needs a worker (FileReaderSync)');
+  return new Uint8Array(new FileReaderSync().readAsArrayBuffer(blob.slice(start, end)));
+}
+
+/// A random hex id (model keys for models made on this device).
+export function randomId() {
+  return Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, '0')).join('');
+}

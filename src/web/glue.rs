@@ -59,6 +59,10 @@ extern "C" {
     pub fn now() -> f64;
     #[wasm_bindgen(js_name = makeImageData)]
     pub fn make_image_data(rgba: &[u8], width: u32, height: u32) -> JsValue;
+    #[wasm_bindgen(catch, js_name = readSlice)]
+    pub fn read_slice(blob: &JsValue, start: f64, end: f64) -> Result<js_sys::Uint8Array, JsValue>;
+    #[wasm_bindgen(js_name = randomId)]
+    pub fn random_id() -> String;
 }
 
 /// `obj[key]`, undefined when absent.

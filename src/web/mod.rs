@@ -4,12 +4,13 @@
 //!
 //! The JavaScript API: `Upscaler.load(manifestUrl, opts)`, `up.upscale(image, opts)`,
 //! `up.adjust(lambdaPix, lambdaSem)`, `Upscaler.cached()`, `Upscaler.evict(manifestUrl)`
-//! (`upscaler`), `capabilities(opts)` (`capabilities`), `inspectImage(image)`
+//! (`upscaler`), `addDiffusionModel(files, opts)` (`convert`), `capabilities(opts)` (`capabilities`), `inspectImage(image)`
 //! (`images`), `memoryStats()` (`memory`) and `deviceLost()` (`device`); its TypeScript
 //! types are in `types`. Every call returns a Promise; every failure rejects it with an
 //! Error whose message says what happened and what to do.
 
 mod capabilities;
+mod convert;
 mod device;
 pub(crate) mod glue;
 mod images;
@@ -21,6 +22,7 @@ mod types;
 mod upscaler;
 
 pub use capabilities::capabilities;
+pub use convert::add_diffusion_model;
 pub use device::device_lost_promise;
 pub use images::{MAX_BROWSER_INPUT_PIXELS, inspect_image};
 pub use memory::memory_stats;

@@ -11,8 +11,11 @@ use super::glue::{self, aborted, get, get_f64, object};
 use crate::weights::{Manifest, ParamStore, WeightsError, check_digest, check_size};
 use burn::tensor::Device;
 
-const SHARDS: &str = "shards";
-const MODELS: &str = "models";
+pub(crate) const SHARDS: &str = "shards";
+pub(crate) const MODELS: &str = "models";
+/// The URL scheme of models made on this device (`addDiffusionModel`): they live in the cache
+/// only, their shards under the record's own key.
+pub(crate) const LOCAL_SCHEME: &str = "onestep-local:";
 
 /// What `Upscaler.load` was asked for.
 pub struct LoadOptions {
@@ -193,11 +196,21 @@ pub async fn load(url: &str, device: &Device, opts: &LoadOptions) -> Result<(Man
     let url = &absolute(url)?;
     let mut report = LoadReport::default();
     Progress { f: opts.on_progress.as_ref(), backend: opts.backend, shards: 0, bytes_total: 0.0 }.report("manifest", 0, 0.0);
-    let text = manifest_text(url, &opts.signal, &mut report.notices).await?;
+    let (text, prefix) = if url.starts_with(LOCAL_SCHEME) {
+        let rec = glue::idb_get(MODELS, url).await.map_err(|e| format!("cannot read the weight cache: {}", glue::error_message(&e)))?;
+        if rec.is_null() || rec.is_undefined() {
+            return Err(format!("{url} was added on this device and is no longer stored: add it again"));
+        }
+        (get(&rec, "manifest").as_string().unwrap_or_default(), get(&rec, "key").as_string().unwrap_or_default())
+    } else {
+        let text = manifest_text(url, &opts.signal, &mut report.notices).await?;
+        let prefix = format!("{}/", hex_sha256(text.as_bytes()));
+        (text, prefix)
+    };
+    let local = url.starts_with(LOCAL_SCHEME);
     let manifest = Manifest::from_json(&text).map_err(|e| format!("{url} is not a weight manifest: {e}"))?;
     // Before any shard is downloaded.
     crate::upscaler::Upscaler::check_architecture(&manifest).map_err(|e| e.to_string())?;
-    let prefix = format!("{}/", hex_sha256(text.as_bytes()));
     let count = manifest.shards.len();
     let key = |i: usize| format!("{prefix}{i:05}");
     // One load or eviction of these bytes at a time across the origin's tabs and workers: a
@@ -237,8 +250,8 @@ pub async fn load(url: &str, device: &Device, opts: &LoadOptions) -> Result<(Man
     if opts.persist && !glue::storage_persist().await.is_truthy() {
         report.notices.push("the browser did not grant persistent storage: the cache may be evicted under storage pressure".into());
     }
-    if cache_ok {
-        let rec = record(url, &manifest, &text, &prefix, false);
+    if cache_ok && !local {
+        let rec = model_record(url, &manifest, &text, &prefix, false);
         if let Err(e) = glue::idb_put(MODELS, url, &rec).await {
             report.notices.push(format!("the model is not cached ({})", glue::error_message(&e)));
             cache_ok = false;
@@ -268,6 +281,9 @@ pub async fn load(url: &str, device: &Device, opts: &LoadOptions) -> Result<(Man
         }
         let bytes = match bytes {
             Some(b) => b,
+            None if local => {
+                return Err(format!("shard {} of {count} of this model (added on this device) is missing or damaged: delete it and add it again", i + 1));
+            }
             None => {
                 let b = fetch_shard(&manifest, url, i, opts, &progress, done).await?;
                 report.from_network += 1;
@@ -303,13 +319,13 @@ pub async fn load(url: &str, device: &Device, opts: &LoadOptions) -> Result<(Man
             .map_err(|e| format!("the device failed while receiving the weights: {}", e.to_string().lines().next().unwrap_or_default()))?;
         done += shard.bytes as f64;
     }
-    if cache_ok {
-        let _ = glue::idb_put(MODELS, url, &record(url, &manifest, &text, &prefix, true)).await;
+    if cache_ok && !local {
+        let _ = glue::idb_put(MODELS, url, &model_record(url, &manifest, &text, &prefix, true)).await;
     }
     Ok((manifest, store, report))
 }
 
-fn record(url: &str, manifest: &Manifest, text: &str, prefix: &str, complete: bool) -> JsValue {
+pub(crate) fn model_record(url: &str, manifest: &Manifest, text: &str, prefix: &str, complete: bool) -> JsValue {
     object(&[
         ("url", url.into()),
         ("modelId", manifest.model_id.as_str().into()),

@@ -175,3 +175,85 @@ pub fn vae_encoder_lora_targets<'a>(names: impl IntoIterator<Item = &'a str>) ->
 pub fn lora_param_count(weight_shape: &[usize], r: usize) -> usize {
     r * weight_shape[1..].iter().product::<usize>() + weight_shape[0] * r
 }
+
+/// [`merge_peft`] one tensor at a time, on the host, for converters that stream the base
+/// weights (never the whole model in memory): `base_layer` values replace their tensors, and
+/// each active adapter adds `(alpha / r) * B @ A` to its module's weight.
+pub struct HostMerges {
+    replace: BTreeMap<String, HostTensor>,
+    /// module → (adapter, A, B), in the state dict's key order.
+    adapters: BTreeMap<String, Vec<(String, HostTensor, HostTensor)>>,
+    scale: f32,
+    used: BTreeSet<String>,
+}
+
+impl HostMerges {
+    pub fn new(state: &BTreeMap<String, HostTensor>, active: &[&str], rank: usize, alpha: f32) -> Result<Self, WeightsError> {
+        let present = adapter_names(state);
+        if let Some(missing) = active.iter().find(|a| !present.contains(**a)) {
+            return Err(WeightsError::Convert(format!("LoRA adapter {missing} is not in the checkpoint (it has {present:?})")));
+        }
+        let mut replace = BTreeMap::new();
+        let mut adapters: BTreeMap<String, Vec<(String, HostTensor, HostTensor)>> = BTreeMap::new();
+        for (key, t) in state {
+            if let Some((module, param)) = key.split_once(".base_layer.") {
+                replace.insert(format!("{module}.{param}"), t.clone());
+            }
+        }
+        for (key, a) in state {
+            let Some((module, 'A', adapter)) = parse_lora_key(key) else { continue };
+            if !active.contains(&adapter) {
+                continue;
+            }
+            let b_key = format!("{module}.lora_B.{adapter}.weight");
+            let b = state.get(&b_key).ok_or_else(|| WeightsError::Convert(format!("{key} has no matching {b_key}")))?;
+            let r = a.shape[0];
+            if r != rank || b.shape.get(1) != Some(&r) || b.shape[2..].iter().any(|&d| d != 1) {
+                return Err(WeightsError::Convert(format!("{module} ({adapter}): A {:?} and B {:?} do not form a rank-{rank} LoRA", a.shape, b.shape)));
+            }
+            adapters.entry(module.to_string()).or_default().push((adapter.to_string(), a.clone(), b.clone()));
+        }
+        Ok(Self { replace, adapters, scale: alpha / rank as f32, used: BTreeSet::new() })
+    }
+
+    /// Apply every replacement and adapter that targets tensor `name` (`shape`) to `values`.
+    pub fn apply(&mut self, name: &str, shape: &[usize], values: &mut Vec<f32>) -> Result<(), WeightsError> {
+        if let Some(t) = self.replace.get(name) {
+            if t.shape != shape {
+                return Err(WeightsError::Shape { name: format!("{name} (base_layer)"), got: t.shape.clone(), want: shape.to_vec() });
+            }
+            values.clone_from(&t.values);
+            self.used.insert(name.to_string());
+        }
+        let Some(module) = name.strip_suffix(".weight") else { return Ok(()) };
+        let Some(list) = self.adapters.get(module) else { return Ok(()) };
+        for (adapter, a, b) in list {
+            let (r, out) = (a.shape[0], b.shape[0]);
+            let rest: usize = a.shape[1..].iter().product();
+            if shape.is_empty() || shape[0] != out || shape[1..] != a.shape[1..] {
+                return Err(WeightsError::Convert(format!(
+                    "tensor {name}: LoRA {adapter} has A {:?} and B {:?} for a {shape:?} weight",
+                    a.shape, b.shape
+                )));
+            }
+            for o in 0..out {
+                let row = &mut values[o * rest..(o + 1) * rest];
+                for (j, w) in row.iter_mut().enumerate() {
+                    let d: f32 = (0..r).map(|k| b.values[o * r + k] * a.values[k * rest + j]).sum();
+                    *w += d * self.scale;
+                }
+            }
+        }
+        self.used.insert(module.to_string());
+        Ok(())
+    }
+
+    /// Every replacement and adapter must have found its tensor.
+    pub fn finish(&self, what: &str) -> Result<(), WeightsError> {
+        let lost = self.replace.keys().chain(self.adapters.keys()).find(|k| !self.used.contains(*k));
+        match lost {
+            Some(k) => Err(WeightsError::Convert(format!("{what}: LoRA target {k} is not a weight of the base model"))),
+            None => Ok(()),
+        }
+    }
+}

@@ -5,6 +5,7 @@ pub mod clip_tokenizer;
 pub mod diffusers;
 pub mod dtype;
 mod error;
+pub mod folder;
 pub mod loader;
 pub mod manifest;
 pub mod quant;
@@ -14,9 +15,8 @@ pub mod torch_pickle;
 pub mod lora;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod ncnn;
-#[cfg(not(target_arch = "wasm32"))]
+pub mod safetensors_index;
 pub mod sd_convert;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod writer;
 
 pub use error::WeightsError;

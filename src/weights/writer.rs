@@ -3,6 +3,8 @@
 //! the manifest last, and that folder is renamed to the target only when complete; a writer
 //! dropped before [`ShardWriter::finish`] (an error, a panic) removes it. A killed conversion
 //! leaves the previous model or nothing, never a manifest whose shards are missing.
+//! [`ShardWriter::in_memory`] keeps finished shards for the caller instead (the browser stores
+//! them in IndexedDB and registers the model only after the last one).
 
 use std::path::{Path, PathBuf};
 
@@ -13,8 +15,9 @@ use super::manifest::{
     FORMAT_NAME, FORMAT_VERSION, FORMAT_VERSION_QUANT, MAX_SHARD_BYTES, Manifest, ShardEntry,
     TENSOR_ALIGN, TensorEntry, TensorPart,
 };
-use super::quant::{self, Plan, Quant};
-use super::role::{gan_role, sd_role};
+use super::quant::{self, Quant};
+#[cfg(not(target_arch = "wasm32"))]
+use super::{quant::Plan, role::{gan_role, sd_role}};
 use super::WeightsError;
 
 /// How one tensor's bytes are stored (the manifest entry's `dtype`, `block`, `rel_rms`).
@@ -25,10 +28,16 @@ struct Encoding {
     rel_rms: Option<f32>,
 }
 
-pub struct ShardWriter {
+/// Where finished shards go.
+enum Output {
     /// The target folder; `dir` is where the shards go until `finish`.
-    target: PathBuf,
-    dir: PathBuf,
+    Dir { target: PathBuf, dir: PathBuf },
+    /// Held until [`ShardWriter::take_ready`]: (index, bytes).
+    Memory { ready: Vec<(usize, Vec<u8>)> },
+}
+
+pub struct ShardWriter {
+    out: Output,
     finished: bool,
     current: Vec<u8>,
     tensors: Vec<TensorEntry>,
@@ -48,14 +57,38 @@ impl ShardWriter {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
         Ok(Self {
-            target: target.to_path_buf(),
-            dir,
+            out: Output::Dir { target: target.to_path_buf(), dir },
             finished: false,
             current: Vec::new(),
             tensors: Vec::new(),
             shards: Vec::new(),
             max_shard: MAX_SHARD_BYTES,
         })
+    }
+
+    /// Shards kept in memory for the caller ([`ShardWriter::take_ready`]); `finish` writes nothing.
+    pub fn in_memory() -> Self {
+        Self {
+            out: Output::Memory { ready: Vec::new() },
+            finished: false,
+            current: Vec::new(),
+            tensors: Vec::new(),
+            shards: Vec::new(),
+            max_shard: MAX_SHARD_BYTES,
+        }
+    }
+
+    /// The shards finished since the last call, with their indices (in-memory writers).
+    pub fn take_ready(&mut self) -> Vec<(usize, Vec<u8>)> {
+        match &mut self.out {
+            Output::Memory { ready } => std::mem::take(ready),
+            Output::Dir { .. } => Vec::new(),
+        }
+    }
+
+    /// Bytes written so far, the current shard included.
+    pub fn bytes(&self) -> u64 {
+        self.shards.iter().map(|s| s.bytes).sum::<u64>() + self.current.len() as u64
     }
 
     /// Shards of at most `bytes` (≤ 32 MiB): smaller requests for slow links, and tests of
@@ -144,21 +177,25 @@ impl ShardWriter {
         if self.current.is_empty() {
             return Ok(());
         }
-        let file = format!("shard-{:05}.bin", self.shards.len());
-        let path = self.dir.join(&file);
-        std::fs::write(&path, &self.current).map_err(|e| io_err(&path, e))?;
-        self.shards.push(ShardEntry {
-            file,
-            bytes: self.current.len() as u64,
-            sha256: hex::encode(Sha256::digest(&self.current)),
-        });
-        self.current.clear();
+        let index = self.shards.len();
+        let file = format!("shard-{index:05}.bin");
+        let entry = ShardEntry { file, bytes: self.current.len() as u64, sha256: hex::encode(Sha256::digest(&self.current)) };
+        match &mut self.out {
+            Output::Dir { dir, .. } => {
+                let path = dir.join(&entry.file);
+                std::fs::write(&path, &self.current).map_err(|e| io_err(&path, e))?;
+                self.current.clear();
+            }
+            Output::Memory { ready } => ready.push((index, std::mem::take(&mut self.current))),
+        }
+        self.shards.push(entry);
         Ok(())
     }
 
-    /// Write the last shard and `manifest.json`; returns the manifest.
+    /// Write the last shard and `manifest.json`; returns the manifest. In memory: the last
+    /// shard waits in [`ShardWriter::take_ready`] and the caller stores the manifest.
     pub fn finish(
-        mut self,
+        &mut self,
         model_id: &str,
         architecture: &str,
         config: serde_json::Value,
@@ -176,14 +213,16 @@ impl ShardWriter {
             shards: std::mem::take(&mut self.shards),
             source,
         };
-        let path = self.dir.join("manifest.json");
-        let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
-        std::fs::write(&path, text).map_err(|e| io_err(&path, e))?;
-        // The old model goes only once the new one is complete.
-        if self.target.exists() {
-            std::fs::remove_dir_all(&self.target).map_err(|e| io_err(&self.target, e))?;
+        if let Output::Dir { target, dir } = &self.out {
+            let path = dir.join("manifest.json");
+            let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
+            std::fs::write(&path, text).map_err(|e| io_err(&path, e))?;
+            // The old model goes only once the new one is complete.
+            if target.exists() {
+                std::fs::remove_dir_all(target).map_err(|e| io_err(target, e))?;
+            }
+            std::fs::rename(dir, target).map_err(|e| io_err(target, e))?;
         }
-        std::fs::rename(&self.dir, &self.target).map_err(|e| io_err(&self.target, e))?;
         self.finished = true;
         Ok(manifest)
     }
@@ -191,12 +230,13 @@ impl ShardWriter {
 
 impl Drop for ShardWriter {
     fn drop(&mut self) {
-        if !self.finished {
-            let _ = std::fs::remove_dir_all(&self.dir);
+        if let (false, Output::Dir { dir, .. }) = (self.finished, &self.out) {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Read the model in `src` (every shard checked against its SHA-256) and hand each tensor to
 /// `f` in model order, with the row-block parts of a split tensor joined (rows are
 /// self-contained in every dtype, so the parts' bytes joined are the tensor's).
@@ -232,6 +272,7 @@ fn each_tensor(
     Ok(manifest)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Write the model in `src` (a converted directory) again into `out` with shards of at most
 /// `max_shard` bytes; tensors split into row blocks are joined first.
 pub fn reshard(src: &Path, out: &Path, max_shard: u64) -> Result<Manifest, WeightsError> {
@@ -242,6 +283,7 @@ pub fn reshard(src: &Path, out: &Path, max_shard: u64) -> Result<Manifest, Weigh
     w.finish(&m.model_id, &m.architecture, m.config.clone(), m.source.clone())
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Write the float model in `src` again into `out` quantized as `plan` says, by the rules of
 /// its converter (Real-ESRGAN: [`gan_role`]; OSEDiff / PiSA-SR:
 /// [`sd_role`]); `source.quantize` records the mode. `model_id` defaults to

@@ -125,6 +125,8 @@ await esbuild.build({
     app: join(web, 'src', 'app.ts'),
     client: join(web, 'src', 'client.ts'),
     worker: join(web, 'src', 'worker.ts'),
+    // Add a diffusion model: the official files converted in their own worker.
+    'convert-worker': join(web, 'src', 'convert-worker.ts'),
     // <script type="module" src="onestep-upscaler.js">: the element and its client in one file.
     'onestep-upscaler': join(web, 'src', 'element.ts'),
   },

@@ -6,9 +6,10 @@
 // This file wires the features together; each lives in its own module: input.ts (choose,
 // drop, paste, share), queue.ts (the queue, Download all), picker.ts (the model picker),
 // controls.ts (output size, Upscale, Cancel), sliders.ts (PiSA-SR's sliders and presets),
-// manager.ts (models on this device), offline.ts (the service worker), with the shared state
+// manager.ts (models on this device), diffusion.ts (Add a diffusion model), offline.ts (the service worker), with the shared state
 // in state.ts and the shared DOM helpers in ui.ts.
 import { wireControls } from './controls';
+import { wireDiffusion } from './diffusion';
 import { takeShared, wireInput } from './input';
 import { refreshCache, setupPersist, showCapabilities } from './manager';
 import { serviceWorker } from './offline';
@@ -26,6 +27,7 @@ async function main() {
   wireQueue();
   wirePicker();
   wireSliders();
+  wireDiffusion();
   showLambdas();
   serviceWorker();
   await readCatalog();

@@ -3,7 +3,7 @@
 // the engine runs on (WebGPU or the CPU).
 import { Upscaler, capabilities } from './client';
 import { formatBytes } from './catalog';
-import { renderModelInfo } from './picker';
+import { renderModelInfo, withLocalModels } from './picker';
 import { page } from './state';
 import { $, message, sentence } from './ui';
 
@@ -13,6 +13,7 @@ export async function refreshCache() {
   } catch {
     page.cached = [];
   }
+  withLocalModels();
   renderModelInfo();
   const list = $('cache');
   list.replaceChildren();

@@ -23,9 +23,39 @@ export async function readCatalog() {
     page.catalog = fallbackCatalog(location.href);
     message(`${(e as Error).message}; offering the default model only.`, true);
   }
+  const want = new URLSearchParams(location.search).get('model') ?? localStorage.getItem('onestep-model');
+  renderSelect(want);
+}
+
+/** Models made on this device (addDiffusionModel) as catalog entries: "PiSA-SR" / "OSEDiff". */
+export function withLocalModels() {
+  const local = page.cached.filter((c) => c.url.startsWith('onestep-local:') && c.complete);
+  const before = page.catalog.map((m) => m.id).join();
+  page.catalog = page.catalog.filter((m) => !m.manifest.startsWith('onestep-local:') || local.some((c) => c.url === m.manifest));
+  for (const c of local) {
+    if (page.catalog.some((m) => m.manifest === c.url)) continue;
+    const pisa = c.architecture === 'pisa-sr';
+    page.catalog.push({
+      id: `local-${c.url.split('/').pop()}`, name: pisa ? 'PiSA-SR' : 'OSEDiff', description: 'from your files',
+      architecture: c.architecture, scale: 4, bytes: c.totalBytes, manifest: c.url,
+      licence: `your copy of Stable Diffusion 2.1 (CreativeML Open RAIL++-M) and ${pisa ? 'PiSA-SR' : 'OSEDiff'} (Apache-2.0)`,
+    });
+  }
+  if (page.catalog.map((m) => m.id).join() !== before) renderSelect($<HTMLSelectElement>('model').value);
+}
+
+/** Choose the model whose manifest is `url` (a model just added). */
+export function selectModel(url: string) {
+  const m = page.catalog.find((c) => c.manifest === url);
+  if (!m) return;
+  $<HTMLSelectElement>('model').value = m.id;
+  page.adjustable = null;
+  modelChanged();
+}
+
+function renderSelect(want: string | null) {
   const catalog = page.catalog;
   const sel = $<HTMLSelectElement>('model');
-  const want = new URLSearchParams(location.search).get('model') ?? localStorage.getItem('onestep-model');
   // Grouped (photos, anime and drawings, diffusion) when the catalog has more than one kind.
   const groups = groupedCatalog(catalog);
   sel.replaceChildren(...(groups.length > 1

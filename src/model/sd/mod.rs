@@ -10,7 +10,7 @@ pub mod resnet;
 pub mod unet;
 pub mod vae;
 
-pub use clip::{ClipTextConfig, ClipTextModel};
+pub use clip::{ClipEncoderLayer, ClipTextConfig, ClipTextModel, causal_mask};
 pub use config::{LoraBranchConfig, Method, OneStepConfig};
 pub use unet::{UNet2DConditionConfig, UNet2DConditionModel};
 pub use vae::{AutoencoderKL, AutoencoderKLConfig};
