@@ -285,7 +285,7 @@ fn convert_pisa(out: &Path, quantize: Option<Plan>) -> Manifest {
     convert_sd(&SdConvertOptions {
         base: common::fixture("sd"),
         lora: common::fixture("sd/pisa_sr.pkl"),
-        method: Method::PisaSr,
+        method: Some(Method::PisaSr),
         out: out.to_path_buf(),
         prompt: None,
         model_id: None,

@@ -202,7 +202,7 @@ fn convert_err(base: &Path, lora: &Path, method: Method, out: &Path) -> String {
     let e = convert_sd(&SdConvertOptions {
         base: base.to_path_buf(),
         lora: lora.to_path_buf(),
-        method,
+        method: Some(method),
         out: out.to_path_buf(),
         prompt: None,
         model_id: None,
@@ -276,7 +276,7 @@ fn pisa_sr_converter_rejects_a_prompt() {
     let e = convert_sd(&SdConvertOptions {
         base: fixture("sd"),
         lora: fixture("sd/pisa_sr.pkl"),
-        method: Method::PisaSr,
+        method: Some(Method::PisaSr),
         out: tmp.path().join("o"),
         prompt: Some("a photo".into()),
         model_id: None,

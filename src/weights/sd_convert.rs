@@ -47,7 +47,8 @@ pub struct SdConvertOptions {
     pub base: PathBuf,
     /// `osediff.pkl` / `pisa_sr.pkl`.
     pub lora: PathBuf,
-    pub method: Method,
+    /// `None`: read from the checkpoint.
+    pub method: Option<Method>,
     pub out: PathBuf,
     /// OSEDiff only; `None` = the null prompt "".
     pub prompt: Option<String>,
@@ -469,7 +470,7 @@ pub fn convert_sd(opts: &SdConvertOptions) -> Result<Manifest, WeightsError> {
     let folder = super::folder::DiskFolder::new(&opts.base)?;
     let lora = std::fs::read(&opts.lora).map_err(|source| WeightsError::Io { path: opts.lora.display().to_string(), source })?;
     let settings = SdSettings {
-        method: Some(opts.method),
+        method: opts.method,
         prompt: opts.prompt.clone(),
         model_id: opts.model_id.clone(),
         storage: Storage { dtype: opts.dtype, quantize: opts.quantize },

@@ -67,7 +67,7 @@ pub fn convert(method: Method, dtype: StoreDType, out: &Path) -> weights::Manife
     convert_sd(&SdConvertOptions {
         base: fixture("sd"),
         lora: fixture(lora),
-        method,
+        method: Some(method),
         out: out.to_path_buf(),
         prompt: None,
         model_id: None,

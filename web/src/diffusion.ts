@@ -51,6 +51,8 @@ async function add(files: [string, File][] | FileList) {
     await refreshCache();
     selectModel(added.url);
     show(`${label} was added (${formatBytes(added.bytes)}, in ${took} s).`);
+    // For developers and the heavy benchmark (web/test/heavy/add-fullsize.mjs): the peak memory.
+    console.info(`onestep: added ${JSON.stringify({ ...added, seconds: (performance.now() - started) / 1000 })}`);
     message(`${label} is ready: it is chosen in the model list, stored on this device.`);
   } catch (e) {
     const why = (e as Error).message;

@@ -82,8 +82,9 @@ pub enum Convert {
         /// osediff.pkl or pisa_sr.pkl.
         #[arg(long)]
         lora: PathBuf,
+        /// Default: read from the checkpoint (its keys say which method it is for).
         #[arg(long, value_enum)]
-        method: MethodArg,
+        method: Option<MethodArg>,
         #[arg(long)]
         out: PathBuf,
         /// OSEDiff: the prompt whose embedding is stored (default: the null prompt "").
@@ -127,10 +128,10 @@ pub fn run(cmd: Convert) -> Result<()> {
             let m = weights::sd_convert::convert_sd(&SdConvertOptions {
                 base,
                 lora,
-                method: match method {
+                method: method.map(|m| match m {
                     MethodArg::Osediff => Method::OseDiff,
                     MethodArg::PisaSr => Method::PisaSr,
-                },
+                }),
                 out: out.clone(),
                 prompt,
                 model_id,
