@@ -22,5 +22,6 @@ rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target
 v=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')
 [ "$("$ONESTEP_CACHE/tools/bin/wasm-bindgen" --version 2>/dev/null)" = "wasm-bindgen $v" ] \
   || cargo install wasm-bindgen-cli --version "$v" --root "$ONESTEP_CACHE/tools"
+missing=
 for m in playwright-core puppeteer-core selenium-webdriver fflate; do [ -d "web/node_modules/$m" ] || missing=1; done
-[ -z "${missing:-}" ] || npm --prefix web ci --no-audit --no-fund
+[ -z "$missing" ] || npm --prefix web ci --no-audit --no-fund
