@@ -306,6 +306,13 @@ async function assertBackdrop(inputPng, resultPng) {
   };
   check(before, inputPng, rects.before, 'Before (the input)');
   check(afterShot, resultPng, rects.after, 'After (the result)');
+  // What a person sees of it, at both widths (the phone's scrolled to the result).
+  await screenshot(page, 'transparent');
+  await page.setViewportSize({ width: 375, height: 812 });
+  await page.evaluate(() => document.querySelector('section.result').scrollIntoView({ block: 'nearest' }));
+  await screenshot(page, 'transparent-phone');
+  await page.setViewportSize({ width: 1440, height: 900 });
+  await page.evaluate(() => window.scrollTo(0, 0));
 }
 
 async function clearQueue() {
