@@ -29,7 +29,8 @@ function whenIdle(fn: () => void) {
 async function main() {
   // Everything a person uses first works without the engine: choosing, dropping or pasting
   // an image starts it (its header is checked there), as does Upscale; otherwise it starts
-  // when the page is idle, to say what it runs on and which models are stored.
+  // when the page is idle, to say what it runs on and which models are stored. The service
+  // worker is registered then too.
   mountCompare();
   wireInput();
   wireControls();
@@ -37,12 +38,13 @@ async function main() {
   wirePicker();
   wireSliders();
   showLambdas();
-  serviceWorker();
   setupPersist();
   await readCatalog();
   await takeShared();
   syncButtons();
   whenIdle(() => {
+    // The service worker's install caches the shell and the wasm: not while the page loads.
+    serviceWorker();
     showCapabilities();
     refreshCache();
   });
