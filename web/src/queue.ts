@@ -33,6 +33,9 @@ async function queueFiles(files: File[]) {
   page.items.push(...items);
   renderQueue();
   syncButtons();
+  // The first image also waits for the engine to start.
+  const before = $('status').textContent ?? '';
+  status(items.length > 1 ? 'Checking the images…' : 'Checking the image…');
   const refused: string[] = [];
   let first: Item | null = null;
   for (const it of items) {
@@ -49,7 +52,7 @@ async function queueFiles(files: File[]) {
   message(refused.map(sentence).join(' '), refused.length > 0);
   renderQueue();
   syncButtons();
-  if (!first) return;
+  if (!first) { status(before); return; }
   await select(first);
   status(page.items.length > 1 ? `${page.items.length} images in the queue. Press Upscale to start.` : 'Press Upscale to start.');
 }

@@ -59,6 +59,10 @@ export function syncButtons() {
 export function revealResult() {
   const active = document.activeElement;
   if ((active instanceof HTMLInputElement && active.type !== 'file') || active instanceof HTMLSelectElement || active instanceof HTMLTextAreaElement) return;
+  // The bar with Download, at the bottom of the view: the compare view is above it.
+  const bar = document.querySelector('.result-bar');
+  const r = bar?.getBoundingClientRect();
+  if (!bar || !r || (r.top >= 0 && r.bottom <= innerHeight)) return;
   const smooth = !matchMedia('(prefers-reduced-motion: reduce)').matches;
-  document.querySelector('section.result')?.scrollIntoView({ block: 'nearest', behavior: smooth ? 'smooth' : 'auto' });
+  bar.scrollIntoView({ block: 'end', behavior: smooth ? 'smooth' : 'auto' });
 }
