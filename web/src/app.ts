@@ -20,7 +20,18 @@ import { mountCompare, syncButtons } from './ui';
 
 // ---- Start --------------------------------------------------------------------------------
 
+/** Once the page has loaded and is idle (or after a while, where requestIdleCallback is
+ *  missing): what needs the engine, whose wasm (tens of MB) must not hold up the page. */
+function whenIdle(fn: () => void) {
+  const go = () => ('requestIdleCallback' in self ? requestIdleCallback(fn, { timeout: 3000 }) : setTimeout(fn, 1000));
+  if (document.readyState === 'complete') go(); else addEventListener('load', go, { once: true });
+}
+
 async function main() {
+  // Everything a person uses first works without the engine: choosing, dropping or pasting
+  // an image starts it (its header is checked there), as does Upscale; otherwise it starts
+  // when the page is idle, to say what it runs on and which models are stored. The service
+  // worker is registered then too.
   mountCompare();
   wireInput();
   wireControls();
@@ -29,13 +40,16 @@ async function main() {
   wireSliders();
   wireDiffusion();
   showLambdas();
-  serviceWorker();
+  setupPersist();
   await readCatalog();
   await takeShared();
   syncButtons();
-  showCapabilities();
-  refreshCache();
-  setupPersist();
+  whenIdle(() => {
+    // The service worker's install caches the shell and the wasm: not while the page loads.
+    serviceWorker();
+    showCapabilities();
+    refreshCache();
+  });
 }
 
 if (typeof document !== 'undefined' && document.getElementById('compare')) main();

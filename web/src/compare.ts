@@ -12,6 +12,9 @@ export const COMPARE_CSS = `
 .cmp-view:focus-visible { box-shadow: 0 0 0 3px var(--onestep-focus, #1a73e8); }
 .cmp-view.panning { cursor: grabbing; }
 .cmp-layer { position: absolute; inset: 0; }
+/* The input's side has the view's own backdrop, opaque: a transparent input shows the
+   backdrop through it, as the result's side does, never the result. */
+.cmp-before { background: var(--onestep-view-bg, repeating-conic-gradient(#d9d9d9 0 25%, #f2f2f2 0 50%) 0 0 / 16px 16px); }
 .cmp-stage { position: absolute; left: 0; top: 0; transform-origin: 0 0; }
 .cmp-stage > * { position: absolute; left: 0; top: 0; width: 100%; height: 100%; display: block; }
 .cmp-before canvas { image-rendering: pixelated; }

@@ -7,7 +7,7 @@ import { adding, renderQueue, select, setResult, showResult } from './queue';
 import { type Progress, isCancel, progressReporter } from './session';
 import { lambdas, supersede } from './sliders';
 import { page, session } from './state';
-import { $, compare, message, setRenderState, status, syncButtons } from './ui';
+import { $, compare, message, revealResult, setRenderState, status, syncButtons } from './ui';
 
 /** The output size options: { scale } (≤ the model's) or { width }. */
 function sizeOptions(): { scale?: number; width?: number } {
@@ -31,7 +31,7 @@ async function upscaleAll() {
   // A new run supersedes a pending PiSA-SR re-render.
   supersede();
   syncButtons();
-  message(page.noticeShown);
+  message('');
   const size = sizeOptions();
   const [lp, ls] = lambdas();
   const colorFix = $<HTMLSelectElement>('color-fix').value as 'adain' | 'wavelet' | 'none';
@@ -52,7 +52,12 @@ async function upscaleAll() {
         let modelScale = m.scale;
         let runSize = size;
         const blob = await session.run(m, signal, async (up) => {
-          if (up.info?.notices?.length) message(up.info.notices.join(' '));
+          // The CPU fallback's notice comes first; the page says it once, in its own words
+          // (manager.ts), so only the others (storage, cache) show here.
+          const notices = up.info?.notices ?? [];
+          const rest = up.info?.backend === 'cpu' && notices.length ? notices.slice(1) : notices;
+          if (rest !== notices) console.info(`onestep-sr: ${notices[0]}`);
+          if (rest.length) message(rest.join(' '));
           // The loaded model's own scale rules (a catalog may be wrong about it).
           modelScale = up.info?.scale || m.scale;
           const s = effectiveScale(size.scale, modelScale);
@@ -96,6 +101,7 @@ async function upscaleAll() {
     }
     const done = todo.filter((i) => i.state === 'done').length;
     if (!signal.aborted && todo.length > 1) status(`${done} of ${todo.length} images done${failed ? `, ${failed} failed` : ''}.`, 1);
+    if (!signal.aborted && page.selected?.result) revealResult();
   } finally {
     page.controller = null;
     renderQueue();

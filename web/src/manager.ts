@@ -3,9 +3,15 @@
 // the engine runs on (WebGPU or the CPU).
 import { Upscaler, capabilities } from './client';
 import { formatBytes } from './catalog';
+import { showOffline } from './offline';
 import { renderModelInfo, withLocalModels } from './picker';
 import { page } from './state';
-import { $, message, sentence } from './ui';
+import { $, message } from './ui';
+
+/** The CPU fallback, said once and for a person; the engine's own reason (in API terms) goes
+ *  to the console. */
+export const CPU_NOTICE = 'This browser gives the page no graphics card (WebGPU), so images are upscaled on the processor: '
+  + 'slower, with the same result. A browser with WebGPU turned on (such as a recent Chrome or Edge) is faster.';
 
 export async function refreshCache() {
   try {
@@ -14,6 +20,7 @@ export async function refreshCache() {
     page.cached = [];
   }
   withLocalModels();
+  showOffline({ known: true });
   renderModelInfo();
   const list = $('cache');
   list.replaceChildren();
@@ -73,10 +80,12 @@ export async function setupPersist() {
 export async function showCapabilities() {
   try {
     const c = await capabilities();
-    $('caps').textContent = c.webgpu && c.backend !== 'cpu'
-      ? `WebGPU: ${c.adapter?.description || c.adapter?.vendor || 'GPU'}${c.shaderF16 ? ', 16-bit shaders' : ''}.`
-      : sentence(c.notice || 'No WebGPU here: models run on the CPU, which is slower');
-    if (c.notice && !page.noticeShown) { page.noticeShown = c.notice; message(c.notice); }
+    const gpu = c.webgpu && c.backend !== 'cpu';
+    $('caps').textContent = gpu
+      ? `Runs on the graphics card (WebGPU: ${c.adapter?.description || c.adapter?.vendor || 'GPU'}${c.shaderF16 ? ', 16-bit shaders' : ''}).`
+      : CPU_NOTICE;
+    $('caps').dataset.backend = gpu ? 'webgpu' : 'cpu';
+    if (c.notice) console.info(`onestep-sr: ${c.notice}`);
   } catch (e) {
     $('caps').textContent = `Could not start the engine: ${(e as Error).message}`;
   }

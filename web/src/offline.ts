@@ -1,6 +1,23 @@
-// The upload page's offline side: registers the service worker (sw.ts), shows "Ready to work
-// offline" once it is active, and offers "Update available — reload" when a new version waits.
+// The upload page's offline side: registers the service worker (sw.ts), says what works
+// offline, and offers "Update available — reload" when a new version waits.
+// "Ready to work offline" only when it is true: the app shell is cached (a service worker is
+// active) and a whole model is stored on this device. With the shell alone it says that a
+// model is needed first; before the service worker is active it says nothing.
+import { page } from './state';
 import { $ } from './ui';
+
+let shellCached = false;
+/** Set once the stored models were read (manager.ts): until then nothing is claimed. */
+let modelsKnown = false;
+
+export function showOffline(models?: { known: boolean }) {
+  if (models) modelsKnown = models.known;
+  const pill = $('offline');
+  const ready = page.cached.some((c) => c.complete);
+  pill.hidden = !shellCached || !modelsKnown;
+  pill.textContent = ready ? 'Ready to work offline' : 'Works offline once a model is downloaded';
+  pill.classList.toggle('ok', ready);
+}
 
 export function serviceWorker() {
   if (!('serviceWorker' in navigator) || location.protocol === 'file:') return;
@@ -28,7 +45,7 @@ export function serviceWorker() {
     setInterval(() => reg.update().catch(() => {}), 60 * 60 * 1000);
   }).catch((e) => console.warn('service worker:', e));
   // The shell and the wasm are cached once a service worker is active.
-  navigator.serviceWorker.ready.then(() => { $('offline').hidden = false; });
+  navigator.serviceWorker.ready.then(() => { shellCached = true; showOffline(); });
   let reloaded = false;
   navigator.serviceWorker.addEventListener('controllerchange', () => {
     if (hadController && !reloaded) { reloaded = true; location.reload(); }

@@ -24,31 +24,37 @@ async function queueFiles(files: File[]) {
     if (files.length) message(`${files[0].name || 'That file'} is empty or not an image.`, true);
     return;
   }
-  const added: Item[] = [];
+  // Listed at once, before the engine has started (its first use starts it); each is then
+  // checked from its header only, so a file the engine would refuse (over the size limit,
+  // not an image) is never decoded, and leaves the queue with a message.
+  const items: Item[] = images.map((file) => ({
+    id: nextId++, file, state: 'waiting', note: 'Checking…', result: null, outName: '', size: null, modelScale: 4, url: '',
+  }));
+  page.items.push(...items);
+  renderQueue();
+  syncButtons();
+  // The first image also waits for the engine to start.
+  const before = $('status').textContent ?? '';
+  status(items.length > 1 ? 'Checking the images…' : 'Checking the image…');
   const refused: string[] = [];
-  for (const file of images) {
-    // Its header only: a file the engine would refuse (over the size limit, not an image) is
-    // never decoded or queued.
-    let size: { width: number; height: number };
+  let first: Item | null = null;
+  for (const it of items) {
     try {
-      size = await inspectImage(file);
+      const size = await inspectImage(it.file);
+      it.size = { width: size.width, height: size.height };
+      it.note = `Waiting · ${size.width}×${size.height}`;
+      if (page.items.includes(it)) first ??= it;
     } catch (e) {
-      refused.push(`Could not add ${file.name || 'that file'}: ${(e as Error).message}`);
-      continue;
+      refused.push(`Could not add ${it.file.name || 'that file'}: ${(e as Error).message}`);
+      page.items = page.items.filter((x) => x !== it);
     }
-    const it: Item = {
-      id: nextId++, file, state: 'waiting', note: `Waiting · ${size.width}×${size.height}`, result: null, outName: '',
-      size: { width: size.width, height: size.height }, modelScale: 4, url: '',
-    };
-    page.items.push(it);
-    added.push(it);
   }
   message(refused.map(sentence).join(' '), refused.length > 0);
-  if (!added.length) return;
   renderQueue();
-  await select(added[0]);
-  status(page.items.length > 1 ? `${page.items.length} images in the queue. Press Upscale to start.` : 'Press Upscale to start.');
   syncButtons();
+  if (!first) { status(before); return; }
+  await select(first);
+  status(page.items.length > 1 ? `${page.items.length} images in the queue. Press Upscale to start.` : 'Press Upscale to start.');
 }
 
 export function renderQueue() {
@@ -116,7 +122,8 @@ export async function select(it: Item | null) {
     return;
   }
   try {
-    await compare.setBefore(it.file);
+    // Not decoded before the engine has checked its header (queueFiles).
+    await compare.setBefore(it.size ? it.file : null);
   } catch {
     await compare.setBefore(null);
   }

@@ -29,5 +29,4 @@ export const page = {
   controller: null as AbortController | null,
   /** PiSA-SR's kept predictions live in the worker for the last adjustable run only. */
   adjustable: null as { item: Item; entry: CatalogEntry } | null,
-  noticeShown: '',
 };

@@ -50,3 +50,19 @@ export function syncButtons() {
   $('cancel').hidden = !running;
   $<HTMLSelectElement>('model').disabled = running;
 }
+
+/**
+ * Brings the result and its Download into view when a run the person started has finished
+ * (on a phone they are below the controls). Smooth unless reduced motion is asked for; focus
+ * stays where it is, and no scroll while a field or list has it (the person is busy there).
+ */
+export function revealResult() {
+  const active = document.activeElement;
+  if ((active instanceof HTMLInputElement && active.type !== 'file') || active instanceof HTMLSelectElement || active instanceof HTMLTextAreaElement) return;
+  // The bar with Download, at the bottom of the view: the compare view is above it.
+  const bar = document.querySelector('.result-bar');
+  const r = bar?.getBoundingClientRect();
+  if (!bar || !r || (r.top >= 0 && r.bottom <= innerHeight)) return;
+  const smooth = !matchMedia('(prefers-reduced-motion: reduce)').matches;
+  bar.scrollIntoView({ block: 'end', behavior: smooth ? 'smooth' : 'auto' });
+}

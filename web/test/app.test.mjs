@@ -1,10 +1,14 @@
 // The upload page, as a person uses it (CPU fallback: what a browser without WebGPU, or with
-// only a software adapter, runs): "Choose image", "Upscale", "Download" against the native
-// CLI; the compare view; Cancel; a queue of three and "Download all" as a ZIP; the model
-// picker and manager; the layout at 375 and 1440 px; no request leaves 127.0.0.1, and none at
+// only a software adapter, runs): usable before the wasm arrives (held back by the test);
+// "Choose image", "Upscale", "Download" against the native CLI; the compare view (a
+// transparent input over the view's backdrop, not over the result); Cancel; the result
+// brought into view at 375 px; a queue of three and "Download all" as a ZIP; the model
+// picker and manager; the CPU notice said once; the layout at 375 and 1440 px; axe-core finds
+// nothing on the empty page nor after an upscale; no request leaves 127.0.0.1, and none at
 // all is made while images are upscaled. One browser for the whole file.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { after, before, test } from 'node:test';
 import { unzipSync } from 'fflate';
 import { browser, onestep, root, scratch, server } from './helpers.mjs';
@@ -18,6 +22,12 @@ const QUEUE = {
 };
 let srv, out, ctx, page, requests;
 const cli = (name) => readFileSync(`${out}/${name.replace(/\.[^.]+$/, '')}_x4.png`);
+// The wasm is held back until the first upscale's test lets it through: the page must work
+// without it until then.
+let releaseWasm;
+const wasmGate = new Promise((ok) => { releaseWasm = ok; });
+let wasmAsked = 0;
+let wasmArrived = false;
 
 before(async () => {
   out = scratch();
@@ -26,6 +36,12 @@ before(async () => {
   srv = await server();
   ctx = await browser({ webgpu: false });
   requests = recordRequests(ctx);
+  await ctx.route(/onestep_sr_bg\.wasm$/, async (route) => {
+    wasmAsked++;
+    await wasmGate;
+    await route.continue();
+    wasmArrived = true;
+  });
   page = await openPage(ctx, `${srv.url}/`);
 });
 after(async () => {
@@ -35,10 +51,19 @@ after(async () => {
 
 const status = () => page.locator('#status').textContent();
 
-test('the empty page: catalog with size and cached state, CPU notice, layout at 1440 and 375 px', async () => {
+/** axe-core (web/node_modules) on the page as it is: no violation. */
+async function assertAxe(label) {
+  const source = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+  const violations = await page.evaluate(async (src) => {
+    if (!window.axe) (0, eval)(src);
+    const r = await window.axe.run(document);
+    return r.violations.map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
+  }, source);
+  assert.deepEqual(violations, [], `axe-core, ${label}`);
+}
+
+test('the empty page, before any wasm: catalog with size and cached state, layout at 1440 and 375 px, no axe violation', async () => {
   const t0 = Date.now();
-  await page.waitForFunction(() => document.getElementById('caps').textContent !== 'Checking WebGPU…');
-  assert.match(await page.textContent('#caps'), /CPU/, 'no hardware WebGPU here: the page says the CPU runs it');
   // The picker shows the default model, its download size and that nothing is cached yet.
   assert.equal(await page.locator('#model').inputValue(), 'realesrgan-x4plus');
   await page.waitForFunction(() => document.getElementById('model-info').dataset.cache === 'none');
@@ -50,14 +75,23 @@ test('the empty page: catalog with size and cached state, CPU notice, layout at 
   await page.setViewportSize({ width: 375, height: 812 });
   await assertLayout(page, '375 px, empty');
   await page.setViewportSize({ width: 1440, height: 900 });
+  await assertAxe('the empty page');
+  assert.equal(wasmArrived, false, 'all of this without the wasm');
   console.log(`empty page: ${Date.now() - t0} ms`);
 });
 
-test('Choose image → Upscale → Download: the CLI\'s PNG, named after the input; the compare view zooms and splits', async () => {
+test('Choose image before the wasm has arrived → Upscale → Download: the CLI\'s PNG, named after the input; the CPU notice once; the compare view zooms and splits', async () => {
   const t0 = Date.now();
   await page.getByLabel('Choose image').setInputFiles(join(PHOTO));
+  // Listed at once, the engine (the wasm, asked for by now) still held back.
+  await page.locator('#queue li').filter({ hasText: 'chelsea_16.png' }).waitFor({ timeout: 10_000 });
+  await page.waitForFunction(() => /Checking/.test(document.querySelector('#queue li').textContent));
   const go = page.getByRole('button', { name: 'Upscale', exact: true });
+  assert.equal(await go.isDisabled(), false, 'Upscale waits for the check, not for the engine to be enabled');
+  assert.ok(wasmAsked > 0, 'the chosen image asked for the engine');
+  assert.equal(wasmArrived, false);
   await go.click();
+  releaseWasm();
   // While it runs: a progress line and Cancel; the screenshot of that state.
   await page.waitForFunction(() => /Upscaling/.test(document.getElementById('status').textContent), null, { timeout: 60_000 });
   assert.ok(await page.getByRole('button', { name: 'Cancel', exact: true }).isVisible());
@@ -71,6 +105,14 @@ test('Choose image → Upscale → Download: the CLI\'s PNG, named after the inp
   console.log('page vs CLI', JSON.stringify(diff), Buffer.compare(d.bytes, cli('chelsea_16.png')) === 0 ? 'same bytes' : 'bytes differ');
   assert.deepEqual(diff.size, [64, 64]);
   assert.ok(diff.max <= 1, `max difference ${diff.max} levels (${diff.n} values)`);
+  // No WebGPU here: said once, in a person's words (what it means, what to do), and never in
+  // the engine's terms.
+  await page.waitForFunction(() => document.getElementById('caps').dataset.backend === 'cpu');
+  const text = await page.evaluate(() => document.body.innerText);
+  assert.equal(text.split('upscaled on the processor').length - 1, 1, text);
+  assert.match(await page.textContent('#caps'), /slower, with the same result\. A browser with WebGPU/);
+  assert.doesNotMatch(text, /backend|forces the adapter|WebGPU adapter|software one|running on the CPU/);
+  await assertAxe('after an upscale');
   // The model is now on this device: the picker and the manager say so.
   await page.waitForFunction(() => document.getElementById('model-info').dataset.cache === 'cached');
   await page.waitForFunction(() => /Real-ESRGAN x4plus: 33\.4 MB/.test(document.getElementById('cache').textContent));
@@ -128,6 +170,7 @@ test('three files queued: three results, no request while they run, and "Downloa
   }
   assert.deepEqual(pngDiff(Buffer.from(files['exif_rot6_x4.png']), cli('exif_rot6.jpg')).size, [32, 48], 'EXIF orientation kept');
   assert.equal(readPng(Buffer.from(files['alpha_gradient_16_x4.png'])).channels, 4, 'alpha kept');
+  await assertBackdrop(readFileSync(join(QUEUE['alpha_gradient_16.png'])), Buffer.from(files['alpha_gradient_16_x4.png']));
   // Each item also has its own link.
   assert.equal(await page.getByRole('link', { name: /^Download .*_x4\.png$/ }).count(), 3);
   // One word for one action, and the visible word is part of the link's name (axe's
@@ -158,9 +201,23 @@ test('Cancel in the middle of a run leaves the page usable; the next run succeed
   await page.getByRole('button', { name: 'Remove chelsea_32.png' }).click();
   await page.getByLabel('Choose image').setInputFiles(join(PHOTO));
   await page.getByLabel('Output scale').selectOption('2');
+  // On a phone the result is below the controls: a finished run brings it into view, and
+  // leaves the focus where it was.
+  await page.setViewportSize({ width: 375, height: 812 });
+  await page.evaluate(() => window.scrollTo(0, 0));
   await page.getByRole('button', { name: 'Upscale', exact: true }).click();
+  const focused = await page.evaluate(() => document.activeElement.id);
   const link = page.getByRole('link', { name: 'Download', exact: true });
   await link.waitFor({ state: 'visible', timeout: 120_000 });
+  await page.waitForFunction(() => {
+    const r = document.getElementById('download').getBoundingClientRect();
+    return r.height > 0 && r.top >= 0 && r.bottom <= window.innerHeight;
+  }, null, { timeout: 5000 }).catch(async () => {
+    const r = await page.evaluate(() => [document.getElementById('download').getBoundingClientRect().top, window.innerHeight, window.scrollY]);
+    assert.fail(`at 375x812 the result's Download is not in view after the run (top, viewport, scrollY): ${r}`);
+  });
+  assert.equal(await page.evaluate(() => document.activeElement.id), focused, 'the focus stays');
+  await page.setViewportSize({ width: 1440, height: 900 });
   const d = await download(page, link);
   assert.equal(d.name, 'chelsea_16_x2.png');
   const diff = pngDiff(d.bytes, readFileSync(`${out}/chelsea_16_x2.png`));
@@ -193,6 +250,70 @@ test('the model manager deletes a cached model', async () => {
   assertLocal(requests, 'the whole file');
   assert.deepEqual(page.errors, []);
 });
+
+/**
+ * The compare view with a transparent input, read from screenshots: Before is the input over
+ * the view's backdrop (never the result through it), After the result over the same backdrop.
+ */
+async function assertBackdrop(inputPng, resultPng) {
+  await page.locator('#queue li').filter({ hasText: 'alpha_gradient_16.png' }).locator('.show').click();
+  await page.waitForFunction(() => document.querySelector('.cmp-after img').naturalWidth === 64 && !document.querySelector('.cmp-after img').hidden);
+  const view = page.locator('.cmp-view');
+  const handle = page.getByRole('slider', { name: 'Before and after' });
+  const shot = async () => readPng(await view.screenshot({ animations: 'disabled', caret: 'hide' }));
+  const layers = (v) => page.evaluate((v) => {
+    for (const el of document.querySelectorAll('.cmp-before canvas, .cmp-after img')) el.style.visibility = v;
+  }, v);
+  const rects = await page.evaluate(() => {
+    const r = (s) => { const b = document.querySelector(s).getBoundingClientRect(); return { x: b.left, y: b.top, w: b.width, h: b.height }; };
+    return { view: r('.cmp-view'), before: r('.cmp-before canvas'), after: r('.cmp-after img') };
+  });
+  await handle.focus();
+  await page.keyboard.press('End');  // all Before
+  const before = await shot();
+  await page.keyboard.press('Home');  // all After
+  const afterShot = await shot();
+  await layers('hidden');
+  const backdrop = await shot();
+  await layers('');
+  await page.keyboard.press('End');
+  await page.keyboard.press('Home');
+  for (const k of Array(25)) await page.keyboard.press('ArrowRight');  // back to 50 %
+  // Each image pixel's centre on the screen: the shot (readPng gives RGBA) against the image's
+  // pixel composited over the backdrop at that place. The tags, the handle and the divider
+  // sit at the view's edges and top: those places are left out.
+  const check = (shotPng, png, rect, label) => {
+    const img = readPng(png);
+    let n = 0, worst = 0, at = '';
+    for (let j = 0; j < img.height; j++) {
+      for (let i = 0; i < img.width; i++) {
+        const x = Math.floor(rect.x - rects.view.x + (i + 0.5) * rect.w / img.width);
+        const y = Math.floor(rect.y - rects.view.y + (j + 0.5) * rect.h / img.height);
+        if (y < 40 || y >= shotPng.height - 4 || x < 60 || x >= shotPng.width - 60) continue;
+        const p = (j * img.width + i) * 4, q = (y * shotPng.width + x) * 4;
+        const a = img.data[p + 3] / 255;
+        for (let c = 0; c < 3; c++) {
+          const want = a * img.data[p + c] + (1 - a) * backdrop.data[q + c];
+          const d = Math.abs(shotPng.data[q + c] - want);
+          if (d > worst) { worst = d; at = `pixel ${i},${j} alpha ${img.data[p + 3]}: ${shotPng.data[q + c]} for ${want.toFixed(1)}`; }
+        }
+        n++;
+      }
+    }
+    console.log(`compare view, ${label}: ${n} pixels, worst ${worst.toFixed(1)} levels (${at})`);
+    assert.ok(n >= 50, `${label}: ${n} pixels checked`);
+    assert.ok(worst <= 2, `${label}: ${worst.toFixed(1)} levels off the image over the backdrop (${at})`);
+  };
+  check(before, inputPng, rects.before, 'Before (the input)');
+  check(afterShot, resultPng, rects.after, 'After (the result)');
+  // What a person sees of it, at both widths (the phone's scrolled to the result).
+  await screenshot(page, 'transparent');
+  await page.setViewportSize({ width: 375, height: 812 });
+  await page.evaluate(() => document.querySelector('section.result').scrollIntoView({ block: 'nearest' }));
+  await screenshot(page, 'transparent-phone');
+  await page.setViewportSize({ width: 1440, height: 900 });
+  await page.evaluate(() => window.scrollTo(0, 0));
+}
 
 async function clearQueue() {
   const remove = page.getByRole('button', { name: /^Remove / });
