@@ -2,8 +2,8 @@
 // random-weight fixture in its layout) and pisa_sr.pkl / osediff.pkl, choose the model the
 // page added, Choose image, Upscale, Download: the CLI's own conversion and upscale of the
 // same files, within 1 level, on the CPU fallback, with no request leaving 127.0.0.1. Bad
-// folders get one line and store nothing; a conversion cut short is noted on the next visit
-// and its shards are dropped.
+// folders get one line and store nothing; Cancel keeps nothing; a conversion cut short is
+// noted on the next visit and its shards are dropped.
 import assert from 'node:assert/strict';
 import { cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -96,11 +96,17 @@ for (const [method, label, name] of [['pisa-sr', 'PiSA-SR', 'sd21-pisa'], ['osed
   });
 }
 
-test('bad folders: one line each, nothing stored; a conversion cut short is noted and its shards dropped', async () => {
+test('bad folders: one line each, nothing stored; Cancel keeps nothing; a conversion cut short is noted and its shards dropped', async () => {
   const before = await stored();
   assert.match(await add('no-unet'), /^Could not add the model: no-unet has no unet\/ folder/);
   assert.match(await add('two-pkl'), /^Could not add the model: two-pkl has 2 \.pkl files \((osediff|pisa_sr)\.pkl, (osediff|pisa_sr)\.pkl\)/);
   assert.deepEqual(await stored(), before, 'nothing stored by a refused folder');
+  // Cancel at once: stopped at the next tensor, what was stored deleted.
+  await page.locator('#add-folder').setInputFiles(join(dir, 'sd21-pisa'));
+  await page.getByRole('button', { name: 'Cancel', exact: true }).and(page.locator('#add-cancel')).click();
+  await page.waitForFunction(() => /Cancelled|was added/.test(document.getElementById('add-status').textContent), null, { timeout: 60_000 });
+  assert.equal(await addStatus(), 'Cancelled: nothing was kept.');
+  assert.deepEqual(await stored(), before, 'nothing stored by a cancelled conversion');
   // A tab closed mid-way: shards under a key no record names, and the page's note.
   await page.evaluate(() => new Promise((resolve) => {
     const r = indexedDB.open('onestep-sr');
