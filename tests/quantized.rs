@@ -332,7 +332,7 @@ fn student_t_rewrite(src: &Path, f16: &Path, quant: Option<&Path>, plan: Plan) {
         }
     }
     a.finish(&m.model_id, &m.architecture, m.config.clone(), m.source.clone()).unwrap();
-    if let Some(b) = b {
+    if let Some(mut b) = b {
         b.finish(&m.model_id, &m.architecture, m.config.clone(), m.source.clone()).unwrap();
     }
 }
