@@ -13,7 +13,7 @@ use super::quant::{self, Plan};
 use super::role::gan_role;
 use super::writer::ShardWriter;
 use super::{Manifest, WeightsError};
-use crate::model::{RrdbNetConfig, SrVggNetConfig};
+use crate::model::{CunetConfig, RrdbNetConfig, SrVggNetConfig, UpConv7Config};
 
 /// ncnn's tag for fp16 weight data in `.bin` files.
 const TAG_F16: u32 = 0x0130_6B47;
@@ -30,7 +30,7 @@ pub struct NcnnLayer {
 }
 
 impl NcnnLayer {
-    fn int(&self, key: i32, default: i64) -> Result<i64, WeightsError> {
+    pub(super) fn int(&self, key: i32, default: i64) -> Result<i64, WeightsError> {
         match self.params.iter().find(|(k, _)| *k == key) {
             None => Ok(default),
             Some((_, v)) => v
@@ -41,7 +41,7 @@ impl NcnnLayer {
 
     /// A channel count, element count or factor: not negative, and small enough that
     /// products of a few of them cannot overflow.
-    fn size(&self, key: i32, default: i64) -> Result<usize, WeightsError> {
+    pub(super) fn size(&self, key: i32, default: i64) -> Result<usize, WeightsError> {
         let v = self.int(key, default)?;
         if !(0..=1 << 24).contains(&v) {
             return Err(self.error(format!("parameter {key}={v} is out of range for a size")));
@@ -49,7 +49,7 @@ impl NcnnLayer {
         Ok(v as usize)
     }
 
-    fn float(&self, key: i32, default: f32) -> Result<f32, WeightsError> {
+    pub(super) fn float(&self, key: i32, default: f32) -> Result<f32, WeightsError> {
         match self.params.iter().find(|(k, _)| *k == key) {
             None => Ok(default),
             Some((_, v)) => v.parse().map_err(|_| self.error(format!("parameter {key}={v} is not a number"))),
@@ -57,7 +57,7 @@ impl NcnnLayer {
     }
 
     /// An array parameter (`-23310=2,0.2,1.0` is stored under key 23310 as "2,0.2,1.0").
-    fn floats(&self, key: i32) -> Result<Vec<f32>, WeightsError> {
+    pub(super) fn floats(&self, key: i32) -> Result<Vec<f32>, WeightsError> {
         match self.params.iter().find(|(k, _)| *k == -key) {
             None => Ok(Vec::new()),
             Some((_, v)) => {
@@ -72,7 +72,7 @@ impl NcnnLayer {
         }
     }
 
-    fn error(&self, what: String) -> WeightsError {
+    pub(super) fn error(&self, what: String) -> WeightsError {
         WeightsError::Convert(format!("layer {} ({}): {what}", self.name, self.kind))
     }
 }
@@ -120,7 +120,7 @@ pub fn parse_param(text: &str) -> Result<Vec<NcnnLayer>, WeightsError> {
 }
 
 /// Reads ncnn's `.bin` sequentially, as ncnn's ModelBinFromDataReader does.
-struct BinReader<'a> {
+pub(super) struct BinReader<'a> {
     data: &'a [u8],
     pos: usize,
     file: String,
@@ -142,7 +142,7 @@ impl BinReader<'_> {
     }
 
     /// Weight data: a 4-byte tag, then fp16 (padded to 4 bytes) or fp32 values.
-    fn weights(&mut self, n: usize, what: &str) -> Result<(DType, Vec<u8>), WeightsError> {
+    pub(super) fn weights(&mut self, n: usize, what: &str) -> Result<(DType, Vec<u8>), WeightsError> {
         let tag = u32::from_le_bytes(self.take(4, what)?.try_into().unwrap());
         match tag {
             TAG_F16 => {
@@ -158,8 +158,20 @@ impl BinReader<'_> {
         }
     }
 
+    /// `arch` when every byte was read.
+    pub(super) fn finish(&self, arch: &Architecture) -> Result<Architecture, WeightsError> {
+        if self.pos != self.data.len() {
+            return Err(WeightsError::Convert(format!(
+                "{}: {} bytes left over after the last layer; the .bin does not belong to this .param",
+                self.file,
+                self.data.len() - self.pos
+            )));
+        }
+        Ok(arch.clone())
+    }
+
     /// Bias and PReLU slope data: raw fp32, no tag.
-    fn raw_f32(&mut self, n: usize, what: &str) -> Result<Vec<u8>, WeightsError> {
+    pub(super) fn raw_f32(&mut self, n: usize, what: &str) -> Result<Vec<u8>, WeightsError> {
         Ok(self.take(n.saturating_mul(4), what)?.to_vec())
     }
 }
@@ -170,6 +182,10 @@ impl BinReader<'_> {
 pub enum Architecture {
     Rrdb(RrdbNetConfig),
     Compact(SrVggNetConfig),
+    /// waifu2x upconv_7 ([`super::ncnn_valid`]).
+    UpConv7(UpConv7Config),
+    /// waifu2x cunet and Real-CUGAN ([`super::ncnn_valid`]).
+    Cunet(CunetConfig),
 }
 
 impl Architecture {
@@ -177,6 +193,8 @@ impl Architecture {
         match self {
             Architecture::Rrdb(_) => "rrdbnet",
             Architecture::Compact(_) => "srvgg",
+            Architecture::UpConv7(_) => "upconv7",
+            Architecture::Cunet(_) => "cunet",
         }
     }
 
@@ -184,6 +202,8 @@ impl Architecture {
         match self {
             Architecture::Rrdb(c) => serde_json::to_value(c),
             Architecture::Compact(c) => serde_json::to_value(c),
+            Architecture::UpConv7(c) => serde_json::to_value(c),
+            Architecture::Cunet(c) => serde_json::to_value(c),
         }
         .expect("configs serialise")
     }
@@ -227,6 +247,8 @@ impl Architecture {
                     out.push(Expect::Interp { mode: INTERP_BICUBIC, factor: c.scale as f32 / r as f32 });
                 }
             }
+            // Checked by their own module.
+            Architecture::UpConv7(_) | Architecture::Cunet(_) => {}
         }
         out
     }
@@ -385,6 +407,7 @@ fn check_graph<'a>(layers: &'a [NcnnLayer], arch: &Architecture) -> Result<Vec<(
         Architecture::Rrdb(c) => (4 * c.num_block, 1),
         // One sum: the shuffled output plus the upsampled input.
         Architecture::Compact(_) => (0, 1),
+        Architecture::UpConv7(_) | Architecture::Cunet(_) => (count("Eltwise"), count("BinaryOp")),
     };
     if count("Eltwise") != eltwise || count("BinaryOp") != binary || count("Input") != 1 {
         return Err(WeightsError::Convert(format!(
@@ -419,11 +442,18 @@ pub fn read_model(
     add: &mut dyn FnMut(&str, DType, &[usize], &[u8]) -> Result<(), WeightsError>,
 ) -> Result<Architecture, WeightsError> {
     let layers = parse_param(text)?;
+    if super::ncnn_valid::applies(&layers) {
+        let arch = super::ncnn_valid::recognise(&layers)?;
+        let mut reader = BinReader { data, pos: 0, file: bin_name.to_string() };
+        super::ncnn_valid::read_weights(&layers, &arch, &mut reader, add)?;
+        return reader.finish(&arch);
+    }
     let arch = recognise(&layers)?;
     let checked = check_graph(&layers, &arch)?;
     let names: Vec<(String, Vec<usize>)> = match &arch {
         Architecture::Rrdb(c) => c.tensor_shapes(),
         Architecture::Compact(c) => c.tensor_shapes(),
+        Architecture::UpConv7(_) | Architecture::Cunet(_) => Vec::new(),
     };
     let mut names = names.into_iter();
     let mut next = |what: &str| names.next().ok_or_else(|| WeightsError::Convert(format!("no tensor name left for {what}")));
@@ -445,13 +475,7 @@ pub fn read_model(
             Expect::PixelShuffle(_) | Expect::Interp { .. } => {}
         }
     }
-    if reader.pos != data.len() {
-        return Err(WeightsError::Convert(format!(
-            "{bin_name}: {} bytes left over after the last layer; the .bin does not belong to this .param",
-            data.len() - reader.pos
-        )));
-    }
-    Ok(arch)
+    reader.finish(&arch)
 }
 
 /// Convert `param` + `bin` into format v1 in `out` (the architecture recognised from the
