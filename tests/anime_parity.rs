@@ -1,0 +1,57 @@
+//! waifu2x (upconv_7) and Real-CUGAN (se x2 / x3 / x4, nose), with their real weights, against
+//! the packages' ncnn runtimes on the CPU (fixtures made by tests/fixtures/anime/generate.py):
+//! max |diff| <= 1 level on every pixel and channel, RGB and alpha, one tile. The models are
+//! converted by `scripts/fetch-models.sh <ids>` (`onestep convert ncnn` on the wheels' files).
+
+mod common;
+
+use burn::tensor::Device;
+use common::*;
+use onestep_sr::upscaler::{GanUpscaler, read_image};
+
+/// A photo crop, our drawn crop, and a photo crop with an alpha ramp.
+const INPUTS: [&str; 3] = ["astronaut_64", "anime_64x48", "coffee_rgba_40"];
+pub const MODELS: [&str; 6] = [
+    "waifu2x-upconv7-photo-x2",
+    "waifu2x-upconv7-art-noise1-x2",
+    "realcugan-se-x2-no-denoise",
+    "realcugan-se-x3-denoise3x",
+    "realcugan-se-x4-conservative",
+    "realcugan-nose-x2-no-denoise",
+];
+
+fn check_parity(device: Device, backend: &str, model: &str, cases: &[&str]) {
+    let up = GanUpscaler::load(&model_dir(model), &device, &mut |_| {}).expect("load real weights");
+    let s = up.scale();
+    for &name in cases {
+        let input = read_image(&fixture(&format!("realesrgan/{name}.png"))).unwrap();
+        let (rgb, alpha) = up.upscale(&input, up.default_tile_options(), &mut |_| {}).unwrap();
+        let want = read_rgba(&fixture(&format!("anime/{name}_{model}_ncnn.png")));
+        assert_eq!((rgb.width(), rgb.height()), (s * input.rgb.width(), s * input.rgb.height()));
+        let want_rgb = image::DynamicImage::ImageRgba8(want.clone()).to_rgb8();
+        let d = max_abs_diff(rgb.as_raw(), want_rgb.as_raw());
+        println!("{backend} {model} {name}: max |diff| rgb = {d}");
+        assert!(d <= 1, "{backend} {model} {name}: max |diff| {d} > 1 level");
+        if let Some(a) = alpha {
+            let want_a: Vec<u8> = want.pixels().map(|p| p[3]).collect();
+            let d = max_abs_diff(a.as_raw(), &want_a);
+            println!("{backend} {model} {name}: max |diff| alpha = {d}");
+            assert!(d <= 1, "{backend} {model} {name}: alpha max |diff| {d} > 1 level");
+        }
+    }
+}
+
+#[test]
+fn waifu2x_and_real_cugan_cpu_match_ncnn_within_1_level() {
+    for model in MODELS {
+        check_parity(cpu(), "cpu", model, &INPUTS);
+    }
+}
+
+#[test]
+#[ignore = "lavapipe takes about 4.5 minutes for this 40 px image (measured on 2 shared cores); run with --ignored"]
+fn real_cugan_wgpu_vulkan_matches_ncnn_within_1_level() {
+    // One model with SE blocks and the RGBA input: the layers (unpadded and stride-2
+    // convolutions, transposed convolutions, the SE blocks) on wgpu.
+    check_parity(gpu(), "wgpu", "realcugan-se-x2-no-denoise", &INPUTS[2..]);
+}
