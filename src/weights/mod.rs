@@ -15,6 +15,8 @@ pub mod lora;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod ncnn;
 #[cfg(not(target_arch = "wasm32"))]
+mod ncnn_format;
+#[cfg(not(target_arch = "wasm32"))]
 mod ncnn_valid;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod sd_convert;

@@ -5,11 +5,18 @@
 //! Scale, PixelShuffle) exactly what that architecture has. The first mismatch is named.
 
 use super::dtype::DType;
-use super::ncnn::{Architecture, BinReader, NcnnLayer};
+use super::ncnn_format::{BinReader, NcnnLayer};
 use super::WeightsError;
 use crate::model::layer_spec::{Activation, LayerKind, LayerSpec};
 use crate::model::processing::Processing;
 use crate::model::{CunetConfig, UpConv7Config};
+
+/// The architectures of this module, with the config read off the graph.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ValidArch {
+    UpConv7(UpConv7Config),
+    Cunet(CunetConfig),
+}
 
 /// Every layer type these graphs may have.
 const KNOWN: [&str; 11] =
@@ -25,31 +32,30 @@ pub fn applies(layers: &[NcnnLayer]) -> bool {
 /// The architectures a graph of this family can be: upconv_7, and cunet at each scale with
 /// and without SE blocks. waifu2x's graphs multiply by `Scale` and add by `Eltwise`,
 /// Real-CUGAN's use BinaryOp for both, which tells their processing apart.
-fn candidates(layers: &[NcnnLayer]) -> Vec<Architecture> {
+fn candidates(layers: &[NcnnLayer]) -> Vec<ValidArch> {
     let waifu2x = layers.iter().any(|l| l.kind == "Eltwise" || l.kind == "Scale")
         || !layers.iter().any(|l| l.kind == "Crop");
-    let mut out = vec![Architecture::UpConv7(UpConv7Config { scale: 2, processing: Processing::waifu2x(UpConv7Config::CONTEXT, 2) })];
+    let mut out = vec![ValidArch::UpConv7(UpConv7Config { scale: 2, processing: Processing::waifu2x(UpConv7Config::CONTEXT, 2) })];
     for scale in 1..=4 {
         for se in [true, false] {
             let probe = CunetConfig { scale, se, processing: Processing::real_cugan(scale) };
             let processing = if waifu2x { Processing::waifu2x(probe.context(), scale) } else { Processing::real_cugan(scale) };
-            out.push(Architecture::Cunet(CunetConfig { processing, ..probe }));
+            out.push(ValidArch::Cunet(CunetConfig { processing, ..probe }));
         }
     }
     out
 }
 
-fn specs(arch: &Architecture) -> Vec<LayerSpec> {
+fn specs(arch: &ValidArch) -> Vec<LayerSpec> {
     match arch {
-        Architecture::UpConv7(c) => c.layers(),
-        Architecture::Cunet(c) => c.layers(),
-        _ => Vec::new(),
+        ValidArch::UpConv7(c) => c.layers(),
+        ValidArch::Cunet(c) => c.layers(),
     }
 }
 
 /// Recognise the architecture: the candidate whose weighted layers are the graph's; when none
 /// is, the error names the first layer that differs from the candidate that matched longest.
-pub fn recognise(layers: &[NcnnLayer]) -> Result<Architecture, WeightsError> {
+pub fn recognise(layers: &[NcnnLayer]) -> Result<ValidArch, WeightsError> {
     if let Some(l) = layers.iter().find(|l| !KNOWN.contains(&l.kind.as_str())) {
         return Err(l.error("unknown layer type: neither waifu2x nor Real-CUGAN has one".into()));
     }
@@ -94,10 +100,10 @@ pub fn recognise(layers: &[NcnnLayer]) -> Result<Architecture, WeightsError> {
     Err(best.map(|(_, e)| e).unwrap_or_else(|| WeightsError::Convert("not a waifu2x or Real-CUGAN graph".into())))
 }
 
-fn arch_label(arch: &Architecture) -> String {
+fn arch_label(arch: &ValidArch) -> String {
     match arch {
-        Architecture::Cunet(c) => format!("cunet x{}{}", c.scale, if c.se { "" } else { " without SE" }),
-        _ => "upconv_7".into(),
+        ValidArch::Cunet(c) => format!("cunet x{}{}", c.scale, if c.se { "" } else { " without SE" }),
+        ValidArch::UpConv7(_) => "upconv_7".into(),
     }
 }
 
@@ -148,13 +154,13 @@ fn matches(l: &NcnnLayer, spec: &LayerSpec) -> Result<bool, WeightsError> {
 }
 
 /// The parameter-free layers: their number and kind as `arch` has them.
-fn check_wiring(layers: &[NcnnLayer], arch: &Architecture) -> Result<(), WeightsError> {
+fn check_wiring(layers: &[NcnnLayer], arch: &ValidArch) -> Result<(), WeightsError> {
     let (mut crops, se_blocks, pixel_shuffles) = match arch {
-        Architecture::Cunet(c) => {
+        ValidArch::Cunet(c) => {
             let se = if c.se { 4 } else { 0 };
             (if c.scale == 4 { vec![1, 4, 4, 16, 20] } else { vec![4, 4, 16, 20] }, se, usize::from(c.scale == 4))
         }
-        _ => (Vec::new(), 0, 0),
+        ValidArch::UpConv7(_) => (Vec::new(), 0, 0),
     };
     let sums = if crops.is_empty() { 0 } else { 4 };
     let label = arch_label(arch);
@@ -208,7 +214,7 @@ fn crop_amount(l: &NcnnLayer) -> Result<usize, WeightsError> {
 /// Deconvolution weights are transposed from ncnn's `[out, in, k, k]` to torch's `[in, out, k, k]`.
 pub fn read_weights(
     layers: &[NcnnLayer],
-    arch: &Architecture,
+    arch: &ValidArch,
     reader: &mut BinReader,
     add: &mut dyn FnMut(&str, DType, &[usize], &[u8]) -> Result<(), WeightsError>,
 ) -> Result<(), WeightsError> {
