@@ -12,6 +12,9 @@ use crate::weights::{ParamStore, WeightsError};
 pub struct Layer {
     op: Op,
     act: Activation,
+    /// Pixels to crop after the convolution: 1 for an unpadded 3x3 layer run padded by the
+    /// CPU's Winograd kernels (the border they compute from zeros is dropped).
+    crop_after: usize,
 }
 
 enum Op {
@@ -21,19 +24,26 @@ enum Op {
 
 impl Layer {
     pub fn load(spec: &LayerSpec, store: &mut ParamStore) -> Result<Self, WeightsError> {
+        let mut crop_after = 0;
         let op = match spec.kind {
             LayerKind::Conv | LayerKind::Linear => {
                 let mut conv = Conv2d::load_with(store, &spec.name, spec.c_in, spec.c_out, spec.k, spec.stride, spec.pad, true)?;
-                // On burn's CPU backend: the project's im2col / Winograd kernels (crate::cpu);
-                // the SE blocks' 1x1 layers on a 1x1 map stay with burn.
-                if spec.kind == LayerKind::Conv {
+                let cpu = crate::cpu::enabled(&conv.weight.device());
+                if cpu && (spec.k, spec.stride, spec.pad) == (3, 1, 0) {
+                    // Winograd (crate::cpu::winograd), made once at load.
+                    conv = conv.padded_for_cpu();
+                    conv.keep_on_cpu();
+                    crop_after = 1;
+                } else if spec.kind == LayerKind::Conv {
+                    // The 2x2 stride-2 layers: im2col (crate::cpu::im2col); the SE blocks'
+                    // 1x1 layers on a 1x1 map stay with burn.
                     conv.transform_per_call();
                 }
                 Op::Conv(conv)
             }
             LayerKind::Deconv => Op::Deconv(ConvTranspose2d::load(store, &spec.name, spec.c_in, spec.c_out, spec.k, spec.stride, spec.pad)?),
         };
-        Ok(Self { op, act: spec.act })
+        Ok(Self { op, act: spec.act, crop_after })
     }
 
     /// Load every layer of `specs`, in order.
@@ -43,6 +53,7 @@ impl Layer {
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let y = match &self.op {
+            Op::Conv(c) if self.crop_after > 0 => crop(c.forward(x), self.crop_after),
             Op::Conv(c) => c.forward(x),
             Op::Deconv(d) => d.forward(x),
         };
