@@ -61,3 +61,21 @@ fn real_cugan_wgpu_vulkan_matches_ncnn_within_1_level() {
     // convolutions, transposed convolutions, the SE blocks) on wgpu.
     check_parity(gpu(), "wgpu", "realcugan-se-x2-no-denoise", &INPUTS[2..]);
 }
+
+#[test]
+fn tiles_with_the_whole_image_se_means_give_the_whole_image() {
+    // Four 16 px tiles of a 32 px photo: each SE block's mean is first taken over the whole
+    // image, tile by tile; without it Real-CUGAN's tiles differ from the whole image by tens
+    // of levels (docs/ncnn-runtime.md).
+    let input = read_image(&fixture("realesrgan/chelsea_32.png")).unwrap();
+    for model in ["realcugan-se-x2-no-denoise", "waifu2x-cunet-noise1-x1"] {
+        let up = GanUpscaler::load(&model_dir(model), &cpu(), &mut |_| {}).expect("load real weights");
+        let whole = up.upscale_rgb(&input.rgb, up.default_tile_options(), &mut |_| {}).unwrap();
+        let opts = onestep_sr::pipeline::gan::TileOptions { tile: 16, ..up.default_tile_options() };
+        let tiled = up.upscale_rgb(&input.rgb, opts, &mut |_| {}).unwrap();
+        let d = max_abs_diff(tiled.as_raw(), whole.as_raw());
+        let differing = tiled.as_raw().iter().zip(whole.as_raw()).filter(|(a, b)| a != b).count();
+        println!("{model}: 16 px tiles vs whole: max |diff| {d}, {differing} values differ");
+        assert!(d <= 1 && differing * 1000 < whole.as_raw().len(), "{model}: max |diff| {d}, {differing} values differ");
+    }
+}

@@ -95,6 +95,14 @@ pub struct Cunet {
 struct Cursor<'a> {
     layers: &'a [Layer],
     se: bool,
+    /// The SE blocks' means given from outside (the whole image's, [`Cunet::se_input`]), for
+    /// the first `means.len()` blocks; the others average their own map.
+    means: &'a [Tensor<4>],
+    /// SE blocks passed so far.
+    block: usize,
+    /// Stop before the SE block of this index; its input is kept in `stopped`.
+    stop: Option<usize>,
+    stopped: Option<Tensor<4>>,
 }
 
 impl Cursor<'_> {
@@ -105,17 +113,26 @@ impl Cursor<'_> {
     }
 
     /// `UNetConv`: two convolutions, then (with `se`, when the model has SE blocks) the SE
-    /// block's channel weights from the mean over the whole map.
-    fn unet_conv(&mut self, x: Tensor<4>, se: bool) -> Tensor<4> {
+    /// block's channel weights from the mean over the whole map. `None` where the pass stops.
+    fn unet_conv(&mut self, x: Tensor<4>, se: bool) -> Option<Tensor<4>> {
         let x = self.next(x);
         let x = self.next(x);
         if !(se && self.se) {
-            return x;
+            return Some(x);
         }
-        let mean = x.clone().mean_dims(&[2, 3]);
+        let k = self.block;
+        self.block += 1;
+        if self.stop == Some(k) {
+            self.stopped = Some(x);
+            return None;
+        }
+        let mean = match self.means.get(k) {
+            Some(m) => m.clone(),
+            None => x.clone().mean_dims(&[2, 3]),
+        };
         let w = self.next(mean);
         let w = self.next(w);
-        x * w
+        Some(x * w)
     }
 }
 
@@ -131,30 +148,54 @@ impl Cunet {
     /// context and w - 2 context multiples of 4 at x1 and x3, of 2 otherwise) → `[n, 3, scale
     /// (h - 2 context), ...]`, not clamped; at x4 without the input's nearest upsampling.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut c = Cursor { layers: &self.layers, se: self.config.se };
+        self.forward_with(x, &[])
+    }
+
+    /// [`Self::forward`] with the first `means.len()` SE blocks' means (`[1, c, 1, 1]`) given:
+    /// a tile then computes what the whole image does ([`crate::pipeline::valid_net`]).
+    pub fn forward_with(&self, x: Tensor<4>, means: &[Tensor<4>]) -> Tensor<4> {
+        let mut c = Cursor { layers: &self.layers, se: self.config.se, means, block: 0, stop: None, stopped: None };
+        self.pass(&mut c, x).expect("a pass without a stop runs to the end")
+    }
+
+    /// The input of SE block `k` (0..4), the earlier blocks using `means`.
+    pub fn se_input(&self, x: Tensor<4>, means: &[Tensor<4>], k: usize) -> Tensor<4> {
+        let mut c = Cursor { layers: &self.layers, se: self.config.se, means, block: 0, stop: Some(k), stopped: None };
+        let _ = self.pass(&mut c, x);
+        c.stopped.expect("the model has this SE block")
+    }
+
+    fn pass(&self, c: &mut Cursor, x: Tensor<4>) -> Option<Tensor<4>> {
         // UNet1
-        let x1 = c.unet_conv(x, false);
+        let x1 = c.unet_conv(x, false)?;
         let x2 = c.next(x1.clone());
-        let x2 = c.unet_conv(x2, true);
+        let x2 = c.unet_conv(x2, true)?;
         let x2 = c.next(x2);
         let x3 = c.next(crop(x1, 4) + x2);
         let u1 = c.next(x3);
         // UNet2
-        let x1 = c.unet_conv(u1.clone(), false);
+        let x1 = c.unet_conv(u1.clone(), false)?;
         let x2 = c.next(x1.clone());
-        let x2 = c.unet_conv(x2, true);
+        let x2 = c.unet_conv(x2, true)?;
         let x3 = c.next(x2.clone());
-        let x3 = c.unet_conv(x3, true);
+        let x3 = c.unet_conv(x3, true)?;
         let x3 = c.next(x3);
-        let x4 = c.unet_conv(crop(x2, 4) + x3, true);
+        let x4 = c.unet_conv(crop(x2, 4) + x3, true)?;
         let x4 = c.next(x4);
         let x5 = c.next(crop(x1, 16) + x4);
         let u2 = c.next(x5);
         let out = u2 + crop(u1, 20);
         if self.config.scale != 4 {
-            return out;
+            return Some(out);
         }
-        pixel_shuffle2(crop(c.next(out), 1))
+        Some(pixel_shuffle2(crop(c.next(out), 1)))
+    }
+
+    /// The SE blocks' map resolutions relative to the input, as `(numerator, denominator)`:
+    /// UNet1's at 1/2, UNet2's at u/2, u/4, u/2 with u UNet1's factor.
+    pub fn se_resolutions(&self) -> [(usize, usize); 4] {
+        let u = if self.config.scale == 4 { 2 } else { self.config.scale };
+        [(1, 2), (u, 2), (u, 4), (u, 2)]
     }
 }
 

@@ -27,17 +27,31 @@ impl ValidNet {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.forward_with(x, &[])
+    }
+
+    /// [`Self::forward`] with the SE blocks' means given (cunet; see [`Cunet::forward_with`]).
+    pub fn forward_with(&self, x: Tensor<4>, means: &[Tensor<4>]) -> Tensor<4> {
         match self {
             ValidNet::UpConv7(m) => m.forward(x),
-            ValidNet::Cunet(m) => m.forward(x),
+            ValidNet::Cunet(m) => m.forward_with(x, means),
         }
     }
 
-    /// The network on `x`, or with `tta` the mean of its 8 flips and transposes (each undone
-    /// on the output), in float as the runtimes do.
-    pub fn run(&self, x: Tensor<4>, tta: bool) -> Tensor<4> {
+    /// The network with SE blocks, when this is one.
+    pub fn with_se(&self) -> Option<&Cunet> {
+        match self {
+            ValidNet::Cunet(m) if m.config.se => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The network on `x` (SE means as [`Self::forward_with`]), or with `tta` the mean of its
+    /// 8 flips and transposes (each undone on the output; each its own SE means), in float as
+    /// the runtimes do.
+    pub fn run(&self, x: Tensor<4>, tta: bool, means: &[Tensor<4>]) -> Tensor<4> {
         if !tta {
-            return self.forward(x);
+            return self.forward_with(x, means);
         }
         let mut sum: Option<Tensor<4>> = None;
         for t in 0..8 {
