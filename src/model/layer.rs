@@ -18,7 +18,7 @@ pub struct Layer {
 }
 
 enum Op {
-    Conv(Conv2d),
+    Conv(Box<Conv2d>),
     Deconv(ConvTranspose2d),
 }
 
@@ -39,7 +39,7 @@ impl Layer {
                     // 1x1 layers on a 1x1 map stay with burn.
                     conv.transform_per_call();
                 }
-                Op::Conv(conv)
+                Op::Conv(Box::new(conv))
             }
             LayerKind::Deconv => Op::Deconv(ConvTranspose2d::load(store, &spec.name, spec.c_in, spec.c_out, spec.k, spec.stride, spec.pad)?),
         };

@@ -5,6 +5,9 @@
 use super::dtype::DType;
 use super::WeightsError;
 
+/// Receives each tensor read: its name, dtype, shape and bytes.
+pub(super) type AddTensor<'a> = dyn FnMut(&str, DType, &[usize], &[u8]) -> Result<(), WeightsError> + 'a;
+
 /// ncnn's tag for fp16 weight data in `.bin` files.
 const TAG_F16: u32 = 0x0130_6B47;
 /// A zero tag means raw fp32 follows.

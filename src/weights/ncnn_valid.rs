@@ -5,7 +5,7 @@
 //! Scale, PixelShuffle) exactly what that architecture has. The first mismatch is named.
 
 use super::dtype::DType;
-use super::ncnn_format::{BinReader, NcnnLayer};
+use super::ncnn_format::{AddTensor, BinReader, NcnnLayer};
 use super::WeightsError;
 use crate::model::layer_spec::{Activation, LayerKind, LayerSpec};
 use crate::model::processing::Processing;
@@ -216,7 +216,7 @@ pub fn read_weights(
     layers: &[NcnnLayer],
     arch: &ValidArch,
     reader: &mut BinReader,
-    add: &mut dyn FnMut(&str, DType, &[usize], &[u8]) -> Result<(), WeightsError>,
+    add: &mut AddTensor,
 ) -> Result<(), WeightsError> {
     let weighted = layers.iter().filter(|l| WEIGHTED.contains(&l.kind.as_str()));
     for (layer, spec) in weighted.zip(specs(arch)) {
