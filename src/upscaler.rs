@@ -13,7 +13,8 @@ use crate::device::DeviceError;
 #[cfg_attr(target_arch = "wasm32", allow(unused_imports))]
 use crate::image_io::{self, Decoded, ImageError};
 use crate::model::sd::{Method, OneStepConfig};
-use crate::model::{GanNet, RrdbNet, RrdbNetConfig, SrVggNetCompact, SrVggNetConfig};
+use crate::model::valid_net::ValidNet;
+use crate::model::{Cunet, CunetConfig, GanNet, RrdbNet, RrdbNetConfig, SrVggNetCompact, SrVggNetConfig, UpConv7, UpConv7Config};
 use crate::pipeline::one_step::OneStepSr;
 #[cfg_attr(target_arch = "wasm32", allow(unused_imports))]
 use crate::pipeline::sd_upscale::{self, SdOptions};
@@ -63,7 +64,9 @@ impl GanUpscaler {
         let model = match manifest.architecture.as_str() {
             "rrdbnet" => GanNet::Rrdb(RrdbNet::load(&config::<RrdbNetConfig>(manifest)?, &mut store)?),
             "srvgg" => GanNet::Compact(SrVggNetCompact::load(&config::<SrVggNetConfig>(manifest)?, &mut store)?),
-            other => return Err(WeightsError::Architecture { got: other.into(), want: "rrdbnet or srvgg".into() }.into()),
+            "upconv7" => GanNet::Valid(ValidNet::UpConv7(UpConv7::load(&config::<UpConv7Config>(manifest)?, &mut store)?)),
+            "cunet" => GanNet::Valid(ValidNet::Cunet(Cunet::load(&config::<CunetConfig>(manifest)?, &mut store)?)),
+            other => return Err(WeightsError::Architecture { got: other.into(), want: "rrdbnet, srvgg, upconv7 or cunet".into() }.into()),
         };
         store.finish()?;
         Ok(Self { model, device: device.clone() })
@@ -184,8 +187,8 @@ impl Upscaler {
     /// Refuse a manifest of another architecture before its shards are read.
     pub fn check_architecture(manifest: &Manifest) -> Result<(), Error> {
         match manifest.architecture.as_str() {
-            "rrdbnet" | "srvgg" | "osediff" | "pisa-sr" => Ok(()),
-            other => Err(WeightsError::Architecture { got: other.into(), want: "rrdbnet, srvgg, osediff or pisa-sr".into() }.into()),
+            "rrdbnet" | "srvgg" | "upconv7" | "cunet" | "osediff" | "pisa-sr" => Ok(()),
+            other => Err(WeightsError::Architecture { got: other.into(), want: "rrdbnet, srvgg, upconv7, cunet, osediff or pisa-sr".into() }.into()),
         }
     }
 
@@ -193,7 +196,7 @@ impl Upscaler {
     pub fn from_store(manifest: &Manifest, store: ParamStore, device: &Device) -> Result<Self, Error> {
         Self::check_architecture(manifest)?;
         match manifest.architecture.as_str() {
-            "rrdbnet" | "srvgg" => Ok(Self::Gan(GanUpscaler::from_store(manifest, store, device)?)),
+            "rrdbnet" | "srvgg" | "upconv7" | "cunet" => Ok(Self::Gan(GanUpscaler::from_store(manifest, store, device)?)),
             _ => Ok(Self::Sd(SdUpscaler::from_store(manifest, store, device)?)),
         }
     }

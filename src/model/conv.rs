@@ -201,6 +201,14 @@ impl Conv2d {
         self.kept.get_or_init(|| self.winograd()).as_ref()
     }
 
+    /// The same layer with "same" padding 1 (a 3x3, stride-1 layer loaded unpadded): the CPU
+    /// path's Winograd convolution then runs it, and the caller crops the 1 px border
+    /// ([`crate::model::layer`]).
+    pub fn padded_for_cpu(mut self) -> Self {
+        self.padding = 1;
+        self
+    }
+
     pub fn stride(&self) -> usize {
         self.stride
     }

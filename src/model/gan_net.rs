@@ -4,11 +4,14 @@
 use burn::tensor::Tensor;
 
 use super::srvgg::Features;
+use super::valid_net::ValidNet;
 use super::{RrdbNet, SrVggNetCompact};
 
 pub enum GanNet {
     Rrdb(RrdbNet),
     Compact(SrVggNetCompact),
+    /// waifu2x and Real-CUGAN: [`crate::pipeline::valid_net`] runs them (one step, no state).
+    Valid(ValidNet),
 }
 
 /// A forward pass between steps: the tensor the tail needs again (RRDBNet's trunk input, the
@@ -43,6 +46,7 @@ impl GanNet {
         match self {
             GanNet::Rrdb(m) => m.config.scale,
             GanNet::Compact(m) => m.config.scale,
+            GanNet::Valid(m) => m.scale(),
         }
     }
 
@@ -52,6 +56,7 @@ impl GanNet {
         match self {
             GanNet::Rrdb(m) => m.body.len() + 1,
             GanNet::Compact(m) => m.convs.len() - 1,
+            GanNet::Valid(_) => 0,
         }
     }
 
@@ -62,6 +67,7 @@ impl GanNet {
                 GanState { skip: feat.clone(), h: Features::Tensor(feat) }
             }
             GanNet::Compact(m) => GanState { h: m.step(0, Features::Tensor(x.clone())), skip: x },
+            GanNet::Valid(_) => GanState { h: Features::Tensor(x.clone()), skip: x },
         }
     }
 
@@ -74,6 +80,7 @@ impl GanNet {
                 GanState { h: Features::Tensor(h), skip }
             }
             GanNet::Compact(m) => GanState { h: m.step(i + 1, s.h), skip: s.skip },
+            GanNet::Valid(_) => s,
         }
     }
 
@@ -81,6 +88,7 @@ impl GanNet {
         match self {
             GanNet::Rrdb(m) => m.up_last(s.tensors().1),
             GanNet::Compact(m) => m.tail(s.skip, s.h),
+            GanNet::Valid(m) => m.forward(s.skip),
         }
     }
 }

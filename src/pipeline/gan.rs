@@ -25,12 +25,14 @@ pub struct TileOptions {
     /// (body blocks, then the two upsampling steps; 0: only between tiles). For devices where
     /// one tile takes seconds.
     pub block_checkpoints: usize,
+    /// Average the 8 flips and transposes (waifu2x and Real-CUGAN, as their runtimes do).
+    pub tta: bool,
 }
 
 impl Default for TileOptions {
     /// RRDBNet's, chosen from the tiled-vs-whole table in BENCHMARKS.md.
     fn default() -> Self {
-        Self { tile: 192, overlap: 32, block_checkpoints: 0 }
+        Self { tile: 192, overlap: 32, block_checkpoints: 0, tta: false }
     }
 }
 
@@ -40,7 +42,10 @@ impl TileOptions {
         match net {
             GanNet::Rrdb(_) => Self::default(),
             // A receptive field of 18 px (17 convolutions): a small overlap suffices.
-            GanNet::Compact(_) => Self { tile: 256, overlap: 16, block_checkpoints: 0 },
+            GanNet::Compact(_) => Self { tile: 256, overlap: 16, block_checkpoints: 0, tta: false },
+            // The runtimes' CPU tile (their SE blocks average per tile); no overlap: each tile
+            // is read with the network's whole context.
+            GanNet::Valid(_) => Self { tile: 400, overlap: 0, block_checkpoints: 0, tta: false },
         }
     }
 }
@@ -169,6 +174,9 @@ pub async fn upscale_async(
     progress: &mut dyn FnMut(Progress),
     cancel: &Cancel,
 ) -> Result<RgbImage, RunError> {
+    if let GanNet::Valid(net) = model {
+        return super::valid_net::upscale_async(net, device, img, opts.tile, opts.tta, progress, cancel).await;
+    }
     let mut tiler = GanTiler::new(img, model.scale(), opts);
     let total = tiler.plan.len();
     // Steps of a tile: the network's own, then its tail.

@@ -5,6 +5,7 @@ pub mod gan;
 pub mod one_step;
 pub mod preprocess;
 pub mod sd_upscale;
+pub mod valid_net;
 
 /// Progress of a pipeline stage: `done` of `total` units (tiles); inside a unit that takes
 /// long, `part` = (parts done, parts) of the unit now running (e.g. RRDB blocks of a tile).

@@ -81,6 +81,7 @@ pub(super) async fn upscale_with(state: &mut State, image: JsValue, opts: JsValu
                 tile: side,
                 overlap: get_f64(&opts, "overlap").map_or(d.overlap, |v| v as usize),
                 block_checkpoints: usize::from(slow),
+                tta: false,
             };
             if tile.tile == 0 || tile.overlap >= tile.tile {
                 return Err("tile must be positive and larger than overlap".into());

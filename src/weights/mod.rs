@@ -15,6 +15,10 @@ pub mod torch_pickle;
 pub mod lora;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod ncnn;
+#[cfg(not(target_arch = "wasm32"))]
+mod ncnn_format;
+#[cfg(not(target_arch = "wasm32"))]
+mod ncnn_valid;
 pub mod safetensors_index;
 pub mod sd_convert;
 pub mod writer;

@@ -9,167 +9,24 @@
 use std::path::Path;
 
 use super::dtype::DType;
+pub use super::ncnn_format::{NcnnLayer, parse_param};
+use super::ncnn_format::BinReader;
+use super::ncnn_valid::ValidArch;
 use super::quant::{self, Plan};
 use super::role::gan_role;
 use super::writer::ShardWriter;
 use super::{Manifest, WeightsError};
-use crate::model::{RrdbNetConfig, SrVggNetConfig};
-
-/// ncnn's tag for fp16 weight data in `.bin` files.
-const TAG_F16: u32 = 0x0130_6B47;
-/// A zero tag means raw fp32 follows.
-const TAG_F32: u32 = 0;
-
-#[derive(Debug, Clone)]
-pub struct NcnnLayer {
-    pub kind: String,
-    pub name: String,
-    pub inputs: Vec<String>,
-    pub outputs: Vec<String>,
-    pub params: Vec<(i32, String)>,
-}
-
-impl NcnnLayer {
-    fn int(&self, key: i32, default: i64) -> Result<i64, WeightsError> {
-        match self.params.iter().find(|(k, _)| *k == key) {
-            None => Ok(default),
-            Some((_, v)) => v
-                .parse()
-                .map_err(|_| self.error(format!("parameter {key}={v} is not an integer"))),
-        }
-    }
-
-    /// A channel count, element count or factor: not negative, and small enough that
-    /// products of a few of them cannot overflow.
-    fn size(&self, key: i32, default: i64) -> Result<usize, WeightsError> {
-        let v = self.int(key, default)?;
-        if !(0..=1 << 24).contains(&v) {
-            return Err(self.error(format!("parameter {key}={v} is out of range for a size")));
-        }
-        Ok(v as usize)
-    }
-
-    fn float(&self, key: i32, default: f32) -> Result<f32, WeightsError> {
-        match self.params.iter().find(|(k, _)| *k == key) {
-            None => Ok(default),
-            Some((_, v)) => v.parse().map_err(|_| self.error(format!("parameter {key}={v} is not a number"))),
-        }
-    }
-
-    /// An array parameter (`-23310=2,0.2,1.0` is stored under key 23310 as "2,0.2,1.0").
-    fn floats(&self, key: i32) -> Result<Vec<f32>, WeightsError> {
-        match self.params.iter().find(|(k, _)| *k == -key) {
-            None => Ok(Vec::new()),
-            Some((_, v)) => {
-                let mut items = v.split(',');
-                let n: usize = items.next().and_then(|n| n.parse().ok()).ok_or_else(|| self.error(format!("bad array parameter -{key}={v}")))?;
-                let values: Vec<f32> = items.map(|t| t.parse()).collect::<Result<_, _>>().map_err(|_| self.error(format!("bad array parameter -{key}={v}")))?;
-                if values.len() != n {
-                    return Err(self.error(format!("array parameter -{key}={v} declares {n} values")));
-                }
-                Ok(values)
-            }
-        }
-    }
-
-    fn error(&self, what: String) -> WeightsError {
-        WeightsError::Convert(format!("layer {} ({}): {what}", self.name, self.kind))
-    }
-}
-
-/// Parse an ncnn text `.param` file.
-pub fn parse_param(text: &str) -> Result<Vec<NcnnLayer>, WeightsError> {
-    let bad = |what: &str| WeightsError::Convert(format!("not an ncnn .param file: {what}"));
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    if lines.next().map(str::trim) != Some("7767517") {
-        return Err(bad("missing magic number 7767517 on the first line"));
-    }
-    let counts: Vec<usize> = lines
-        .next()
-        .ok_or_else(|| bad("missing layer and blob counts"))?
-        .split_whitespace()
-        .map(|t| t.parse().map_err(|_| bad("layer and blob counts are not numbers")))
-        .collect::<Result<_, _>>()?;
-    let layer_count = *counts.first().ok_or_else(|| bad("missing layer count"))?;
-    // The declared count is only compared with the lines read, never trusted for an allocation.
-    let mut layers = Vec::new();
-    for line in lines {
-        let tok: Vec<&str> = line.split_whitespace().collect();
-        if tok.len() < 4 {
-            return Err(bad(&format!("short layer line {line:?}")));
-        }
-        let n_in: usize = tok[2].parse().map_err(|_| bad(&format!("bad input count in {line:?}")))?;
-        let n_out: usize = tok[3].parse().map_err(|_| bad(&format!("bad output count in {line:?}")))?;
-        let blobs_end = n_in.checked_add(n_out).and_then(|n| n.checked_add(4)).filter(|&e| e <= tok.len());
-        let rest = blobs_end.map(|e| &tok[e..]).ok_or_else(|| bad(&format!("missing blobs in {line:?}")))?;
-        let inputs = tok[4..4 + n_in].iter().map(|b| b.to_string()).collect();
-        let outputs = tok[4 + n_in..4 + n_in + n_out].iter().map(|b| b.to_string()).collect();
-        let params = rest
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv.split_once('=').ok_or_else(|| bad(&format!("bad parameter {kv:?}")))?;
-                Ok((k.parse::<i32>().map_err(|_| bad(&format!("bad parameter key {kv:?}")))?, v.to_string()))
-            })
-            .collect::<Result<_, WeightsError>>()?;
-        layers.push(NcnnLayer { kind: tok[0].to_string(), name: tok[1].to_string(), inputs, outputs, params });
-    }
-    if layers.len() != layer_count {
-        return Err(bad(&format!("header says {layer_count} layers, file has {}", layers.len())));
-    }
-    Ok(layers)
-}
-
-/// Reads ncnn's `.bin` sequentially, as ncnn's ModelBinFromDataReader does.
-struct BinReader<'a> {
-    data: &'a [u8],
-    pos: usize,
-    file: String,
-}
-
-impl BinReader<'_> {
-    fn take(&mut self, n: usize, what: &str) -> Result<&[u8], WeightsError> {
-        let end = self.pos.checked_add(n);
-        let slice = end.and_then(|end| self.data.get(self.pos..end)).ok_or_else(|| {
-            WeightsError::Convert(format!(
-                "{} is truncated: {what} needs {n} bytes at offset {}, file has {}",
-                self.file,
-                self.pos,
-                self.data.len()
-            ))
-        })?;
-        self.pos += n;
-        Ok(slice)
-    }
-
-    /// Weight data: a 4-byte tag, then fp16 (padded to 4 bytes) or fp32 values.
-    fn weights(&mut self, n: usize, what: &str) -> Result<(DType, Vec<u8>), WeightsError> {
-        let tag = u32::from_le_bytes(self.take(4, what)?.try_into().unwrap());
-        match tag {
-            TAG_F16 => {
-                let bytes = self.take(n.saturating_mul(2), what)?.to_vec();
-                self.take(bytes.len().next_multiple_of(4) - bytes.len(), what)?;
-                Ok((DType::F16, bytes))
-            }
-            TAG_F32 => Ok((DType::F32, self.take(n.saturating_mul(4), what)?.to_vec())),
-            other => Err(WeightsError::Convert(format!(
-                "{}: {what} uses ncnn storage tag {other:#010x}, which is not supported (only fp16 and fp32)",
-                self.file
-            ))),
-        }
-    }
-
-    /// Bias and PReLU slope data: raw fp32, no tag.
-    fn raw_f32(&mut self, n: usize, what: &str) -> Result<Vec<u8>, WeightsError> {
-        Ok(self.take(n.saturating_mul(4), what)?.to_vec())
-    }
-}
-
+use crate::model::{CunetConfig, RrdbNetConfig, SrVggNetConfig, UpConv7Config};
 
 /// A network the converter recognises, with the config read off its graph.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Architecture {
     Rrdb(RrdbNetConfig),
     Compact(SrVggNetConfig),
+    /// waifu2x upconv_7 ([`super::ncnn_valid`]).
+    UpConv7(UpConv7Config),
+    /// waifu2x cunet and Real-CUGAN ([`super::ncnn_valid`]).
+    Cunet(CunetConfig),
 }
 
 impl Architecture {
@@ -177,6 +34,8 @@ impl Architecture {
         match self {
             Architecture::Rrdb(_) => "rrdbnet",
             Architecture::Compact(_) => "srvgg",
+            Architecture::UpConv7(_) => "upconv7",
+            Architecture::Cunet(_) => "cunet",
         }
     }
 
@@ -184,6 +43,8 @@ impl Architecture {
         match self {
             Architecture::Rrdb(c) => serde_json::to_value(c),
             Architecture::Compact(c) => serde_json::to_value(c),
+            Architecture::UpConv7(c) => serde_json::to_value(c),
+            Architecture::Cunet(c) => serde_json::to_value(c),
         }
         .expect("configs serialise")
     }
@@ -227,6 +88,8 @@ impl Architecture {
                     out.push(Expect::Interp { mode: INTERP_BICUBIC, factor: c.scale as f32 / r as f32 });
                 }
             }
+            // Checked by their own module.
+            Architecture::UpConv7(_) | Architecture::Cunet(_) => {}
         }
         out
     }
@@ -385,6 +248,7 @@ fn check_graph<'a>(layers: &'a [NcnnLayer], arch: &Architecture) -> Result<Vec<(
         Architecture::Rrdb(c) => (4 * c.num_block, 1),
         // One sum: the shuffled output plus the upsampled input.
         Architecture::Compact(_) => (0, 1),
+        Architecture::UpConv7(_) | Architecture::Cunet(_) => (count("Eltwise"), count("BinaryOp")),
     };
     if count("Eltwise") != eltwise || count("BinaryOp") != binary || count("Input") != 1 {
         return Err(WeightsError::Convert(format!(
@@ -419,11 +283,22 @@ pub fn read_model(
     add: &mut dyn FnMut(&str, DType, &[usize], &[u8]) -> Result<(), WeightsError>,
 ) -> Result<Architecture, WeightsError> {
     let layers = parse_param(text)?;
+    if super::ncnn_valid::applies(&layers) {
+        let arch = super::ncnn_valid::recognise(&layers)?;
+        let mut reader = BinReader { data, pos: 0, file: bin_name.to_string() };
+        super::ncnn_valid::read_weights(&layers, &arch, &mut reader, add)?;
+        reader.finish()?;
+        return Ok(match arch {
+            ValidArch::UpConv7(c) => Architecture::UpConv7(c),
+            ValidArch::Cunet(c) => Architecture::Cunet(c),
+        });
+    }
     let arch = recognise(&layers)?;
     let checked = check_graph(&layers, &arch)?;
     let names: Vec<(String, Vec<usize>)> = match &arch {
         Architecture::Rrdb(c) => c.tensor_shapes(),
         Architecture::Compact(c) => c.tensor_shapes(),
+        Architecture::UpConv7(_) | Architecture::Cunet(_) => Vec::new(),
     };
     let mut names = names.into_iter();
     let mut next = |what: &str| names.next().ok_or_else(|| WeightsError::Convert(format!("no tensor name left for {what}")));
@@ -445,12 +320,7 @@ pub fn read_model(
             Expect::PixelShuffle(_) | Expect::Interp { .. } => {}
         }
     }
-    if reader.pos != data.len() {
-        return Err(WeightsError::Convert(format!(
-            "{bin_name}: {} bytes left over after the last layer; the .bin does not belong to this .param",
-            data.len() - reader.pos
-        )));
-    }
+    reader.finish()?;
     Ok(arch)
 }
 

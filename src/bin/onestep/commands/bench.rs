@@ -36,7 +36,7 @@ pub fn run(Args { input: MeasureArgs { image, model, device }, runs, tile, proce
     let img = upscaler::read_image(&image)?;
     let device = open_device(device)?;
     let model = model_path(&model);
-    if !matches!(weights::loader::read_manifest(&model)?.architecture.as_str(), "rrdbnet" | "srvgg") {
+    if !matches!(weights::loader::read_manifest(&model)?.architecture.as_str(), "rrdbnet" | "srvgg" | "upconv7" | "cunet") {
         return bench_sd(&model, &device, &img.rgb, process_size, runs, no_warmup);
     }
     let up = load_model(&model, &device)?;

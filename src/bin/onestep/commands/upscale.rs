@@ -45,6 +45,10 @@ pub struct Args {
     /// (32 for Real-ESRGAN x4plus).
     #[arg(long)]
     overlap: Option<usize>,
+    /// waifu2x and Real-CUGAN: average the 8 flips and transposes in float before rounding,
+    /// as their runtimes' TTA mode does (8x the time).
+    #[arg(long)]
+    tta: bool,
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceArg,
     /// PiSA-SR adjustable mode: weight of the pixel-level LoRA (default 1.0 when
@@ -100,6 +104,7 @@ pub fn run(args: Args) -> Result<()> {
         model,
         tile,
         overlap,
+        tta,
         device,
         lambda_pix,
         lambda_sem,
@@ -144,6 +149,7 @@ pub fn run(args: Args) -> Result<()> {
     let settings = UpscaleSettings {
         tile,
         overlap,
+        tta,
         lambda_pix,
         lambda_sem,
         color_fix,

@@ -30,6 +30,8 @@ pub enum ColourFixArg {
 pub struct UpscaleSettings {
     pub tile: Option<usize>,
     pub overlap: Option<usize>,
+    /// Test-time augmentation (waifu2x and Real-CUGAN only).
+    pub tta: bool,
     pub lambda_pix: Option<f32>,
     pub lambda_sem: Option<f32>,
     pub color_fix: ColourFixArg,
@@ -88,8 +90,12 @@ pub fn make_runner(up: Upscaler, s: &UpscaleSettings) -> Result<Runner> {
             let tiles = TileOptions {
                 tile: s.tile.unwrap_or(defaults.tile),
                 overlap: s.overlap.unwrap_or(defaults.overlap),
+                tta: s.tta,
                 ..defaults
             };
+            if s.tta && !matches!(up.model, onestep_sr::model::GanNet::Valid(_)) {
+                return Err("--tta applies to waifu2x and Real-CUGAN models only".into());
+            }
             if tiles.tile == 0 || tiles.overlap >= tiles.tile {
                 return Err(format!(
                     "--tile must be positive and larger than --overlap (this model's defaults: --tile {} --overlap {})",
