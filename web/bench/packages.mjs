@@ -51,7 +51,7 @@ try {
   }, { runs, image, model, backend });
   console.log(JSON.stringify(r));
   const f = (v) => v.toFixed(0);
-  const name = (d) => d.slice(root.length + 1) || d;
+  const name = (d) => (d.startsWith(`${root}/`) ? d.slice(root.length + 1) : d);
   console.log(`| ${model}, ${image}, backend '${backend}' | A ${name(dirs.a)}: median ${f(r.a_median)} ms (${r.a_ms.map(f).join(', ')}) | B ${name(dirs.b)}: median ${f(r.b_median)} ms (${r.b_ms.map(f).join(', ')}) | B / A ${r.ratio.toFixed(3)} (${r.ratio_range.map((v) => v.toFixed(3)).join('–')}) | same PNG: ${r.same_png} |`);
   if (!r.same_png) process.exitCode = 1;
 } finally {
