@@ -193,6 +193,12 @@ test('SwiftShader only: auto picks the CPU and says why; webgpu still runs on it
     assert.match(refused, /CPU-only wasm package \(pkg\/cpu\/\).*pkg\/onestep_sr\.js/);
     // Through the worker on WebGPU with the compact model (x4plus runs on WebGPU in
     // realesrgan.test.mjs, through the package itself); ONESTEP_BROWSER_FULL=1 runs every file.
+    // Through the worker, 'auto' on SwiftShader imports the CPU-only package (packages.ts);
+    // the 'webgpu' load below then imports the WebGPU one into the same worker.
+    srv.clear();
+    const viaWorker = await page.evaluate(async () => (await import('/client.js')).capabilities());
+    assert.equal(viaWorker.backend, 'cpu');
+    assert.deepEqual([srv.requests('/pkg/cpu/onestep_sr_bg.wasm'), srv.requests('/pkg/onestep_sr_bg.wasm')], [1, 0], 'the wasm the worker fetched');
     const files = process.env.ONESTEP_BROWSER_FULL ? FILES : { exif: FILES.exif, alpha: FILES.alpha };
     const t0 = Date.now();
     const gpu = await runFiles(page, { client: true, load: { backend: 'webgpu' }, files, model: COMPACT });
