@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 
-use burn::tensor::{Device, FloatDType};
+use burn::tensor::Device;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
@@ -60,6 +60,7 @@ thread_local! {
 }
 
 /// Listens for the loss of this thread's device, once (when it starts).
+#[cfg(feature = "webgpu")]
 fn wake_on_device_loss() {
     let wake = Closure::<dyn FnMut(JsValue)>::new(|_| {
         let waiting: Vec<_> = LOSS_WAITERS.with(|w| w.borrow_mut().1.drain().map(|(_, k)| k).collect());
@@ -111,22 +112,40 @@ async fn webgpu(precision: &str) -> Result<Gpu, String> {
     let r = if adapter.is_null() || adapter.is_undefined() {
         Err("no WebGPU adapter (the browser lacks WebGPU or it is disabled)".to_string())
     } else {
-        let stop_watching = glue::watch_device_requests();
-        let started = Device::wgpu_options().init_async().await;
-        let _ = stop_watching.call0(&JsValue::NULL);
-        wake_on_device_loss();
-        match started {
-            Ok(mut device) => {
-                let has_f16 = get(&adapter, "shaderF16").as_bool().unwrap_or(false);
-                let f16 = has_f16 && precision != "f32" && device.configure(FloatDType::F16).is_ok();
-                Ok(Gpu { device, f16, limits: planner_limits(&adapter) })
-            }
-            Err(e) => Err(format!("WebGPU failed to start: {e}")),
-        }
+        start(&adapter, precision).await
     };
     GPU.with(|g| *g.borrow_mut() = Some(r.clone()));
     r
 }
+
+/// burn's WebGPU device on `adapter`, in f16 where the adapter has it and `precision` allows.
+#[cfg(feature = "webgpu")]
+async fn start(adapter: &JsValue, precision: &str) -> Result<Gpu, String> {
+    use burn::tensor::FloatDType;
+    let stop_watching = glue::watch_device_requests();
+    let started = Device::wgpu_options().init_async().await;
+    let _ = stop_watching.call0(&JsValue::NULL);
+    wake_on_device_loss();
+    match started {
+        Ok(mut device) => {
+            let has_f16 = get(adapter, "shaderF16").as_bool().unwrap_or(false);
+            let f16 = has_f16 && precision != "f32" && device.configure(FloatDType::F16).is_ok();
+            Ok(Gpu { device, f16, limits: planner_limits(adapter) })
+        }
+        Err(e) => Err(format!("WebGPU failed to start: {e}")),
+    }
+}
+
+/// The CPU-only package (built without the `webgpu` feature) has no WebGPU backend: the
+/// worker loads it only when WebGPU will not run, and `pkg/` has both.
+#[cfg(not(feature = "webgpu"))]
+async fn start(_adapter: &JsValue, _precision: &str) -> Result<Gpu, String> {
+    Err(CPU_ONLY.to_string())
+}
+
+/// Why the CPU-only package cannot run on WebGPU.
+#[cfg(not(feature = "webgpu"))]
+const CPU_ONLY: &str = "this is the CPU-only wasm package (pkg/cpu/), without WebGPU: load pkg/onestep_sr.js for backend \"webgpu\"";
 
 /// Whether `auto` should skip this adapter, and why: a software adapter (SwiftShader, WARP,
 /// lavapipe) runs these models far slower than the CPU backend.

@@ -1,6 +1,6 @@
-// `npm --prefix web run build`: the wasm package in pkg/ (cargo for wasm32, wasm-bindgen
-// pinned to the crate's version, wasm-opt from the npm `binaryen` package), then the front
-// end in web/dist/; prints the sizes (raw and gzipped).
+// `npm --prefix web run build`: the wasm packages pkg/ (WebGPU) and pkg/cpu/ (CPU only), each
+// by cargo for wasm32, wasm-bindgen pinned to the crate's version and wasm-opt from the npm
+// `binaryen` package, then the front end in web/dist/; prints the sizes (raw and compressed).
 //
 // Env: ONESTEP_WASM_OPT (default -O1; "none" skips wasm-opt), ONESTEP_CACHE, CARGO_TARGET_DIR;
 // ONESTEP_WEB_ONLY=1 skips steps 1-3 (cargo, wasm-bindgen, wasm-opt) and rebuilds only
@@ -49,33 +49,47 @@ function bindgenCli(version) {
 const kb = (n) => `${(n / 1024).toFixed(0)} KiB`;
 const mib = (n) => `${(n / 1048576).toFixed(2)} MiB`;
 
+// Two packages with the same API: pkg/ (WebGPU, and the CPU backend for a device that fails
+// to start) and pkg/cpu/ (the CPU backend only: cargo's `--no-default-features` drops the
+// `webgpu` feature), which the worker loads when WebGPU will not run (web/src/packages.ts).
+const PACKAGES = [
+  { dir: pkg, cargo: [] },
+  { dir: join(pkg, 'cpu'), cargo: ['--no-default-features'] },
+];
 const webOnly = process.env.ONESTEP_WEB_ONLY === '1';
 const out = join(pkg, 'onestep_sr_bg.wasm');
 const level = webOnly ? 'kept' : process.env.ONESTEP_WASM_OPT ?? '-O1';
 if (webOnly) {
-  if (!existsSync(out)) throw new Error('ONESTEP_WEB_ONLY=1 needs a built pkg/: run `npm --prefix web run build` once');
+  for (const p of PACKAGES) {
+    if (!existsSync(join(p.dir, 'onestep_sr_bg.wasm'))) throw new Error(`ONESTEP_WEB_ONLY=1 needs a built ${p.dir.slice(root.length + 1)}/: run \`npm --prefix web run build\` once`);
+  }
   console.log('ONESTEP_WEB_ONLY=1: web/dist only, from the pkg/ already built');
 } else {
   // 1. The crate for wasm32 (the target is added if this toolchain lacks it).
   if (!execFileSync('rustup', ['target', 'list', '--installed']).toString().includes('wasm32-unknown-unknown')) {
     run('rustup', ['target', 'add', 'wasm32-unknown-unknown']);
   }
-  run('cargo', ['build', '--release', '--lib', '--target', 'wasm32-unknown-unknown'], {
-    env: { ...process.env, CARGO_TARGET_DIR: target },
-  });
-  const wasm = join(target, 'wasm32-unknown-unknown', 'release', 'onestep_sr.wasm');
-
-  // 2. JS bindings + TypeScript types into pkg/.
   for (const f of existsSync(pkg) ? readdirSync(pkg) : []) if (f !== '.gitkeep') rmSync(join(pkg, f), { recursive: true });
-  mkdirSync(pkg, { recursive: true });
-  run(bindgenCli(bindgenVersion()), ['--target', 'web', '--out-dir', pkg, '--out-name', 'onestep_sr', wasm]);
+  const bindgen = bindgenCli(bindgenVersion());
+  for (const p of PACKAGES) {
+    // Both builds share the target dir: burn's two feature sets are kept side by side.
+    run('cargo', ['build', '--release', '--lib', '--target', 'wasm32-unknown-unknown', ...p.cargo], {
+      env: { ...process.env, CARGO_TARGET_DIR: target },
+    });
+    const wasm = join(target, 'wasm32-unknown-unknown', 'release', 'onestep_sr.wasm');
 
-  // 3. wasm-opt (the npm binaryen package: Debian's 108 breaks externref tables).
-  // -O1: 4.41 MiB gzipped in 1.5 min here; -O2: 4.74 MiB in 3.5 min.
-  if (level !== 'none') {
-    const opt = join(web, 'node_modules', '.bin', 'wasm-opt');
-    run(opt, [level, '--enable-bulk-memory', '--enable-nontrapping-float-to-int', '--enable-sign-ext',
-      '--enable-reference-types', '--enable-multivalue', '--strip-debug', '--strip-producers', out, '-o', out]);
+    // 2. JS bindings + TypeScript types.
+    mkdirSync(p.dir, { recursive: true });
+    run(bindgen, ['--target', 'web', '--out-dir', p.dir, '--out-name', 'onestep_sr', wasm]);
+
+    // 3. wasm-opt (the npm binaryen package: Debian's 108 breaks externref tables).
+    // -O1: 4.41 MiB gzipped in 1.5 min here; -O2: 4.74 MiB in 3.5 min.
+    if (level !== 'none') {
+      const opt = join(web, 'node_modules', '.bin', 'wasm-opt');
+      const file = join(p.dir, 'onestep_sr_bg.wasm');
+      run(opt, [level, '--enable-bulk-memory', '--enable-nontrapping-float-to-int', '--enable-sign-ext',
+        '--enable-reference-types', '--enable-multivalue', '--strip-debug', '--strip-producers', file, '-o', file]);
+    }
   }
 }
 
@@ -164,8 +178,10 @@ for (const t of table) {
 catalog.sort((a, b) => Number(Boolean(b.default)) - Number(Boolean(a.default)));
 writeFileSync(join(dist, 'models.json'), `${JSON.stringify({ models: catalog }, null, 2)}\n`);
 
-// The service worker precaches the shell and every file of pkg/; its cache's name is a hash
-// of those bytes, so a deployment that changes any of them is a new version.
+// The service worker precaches the shell and every file of pkg/ but the WebGPU wasm, which
+// it caches when first fetched (a browser without WebGPU never needs it); its cache's name
+// is a hash of all those bytes, so a deployment that changes any of them is a new version.
+const LAZY = ['pkg/onestep_sr_bg.wasm'];
 const shellFiles = [];
 const walk = (d, rel) => {
   for (const f of readdirSync(d).sort()) {
@@ -178,18 +194,19 @@ walk(dist, '');
 const hash = createHash('sha256');
 for (const f of shellFiles) hash.update(`${f}\0`).update(readFileSync(join(dist, f)));
 const version = `onestep-sr-${hash.digest('hex').slice(0, 16)}`;
-const shell = ['./', ...shellFiles.map((f) => `./${f}`)];
+const shell = ['./', ...shellFiles.filter((f) => !LAZY.includes(f)).map((f) => `./${f}`)];
+const lazy = LAZY.map((f) => `./${f}`);
 await esbuild.build({
   ...common,
   entryPoints: { sw: join(web, 'src', 'sw.ts') },
-  define: { __SHELL__: JSON.stringify(shell), __VERSION__: JSON.stringify(version) },
+  define: { __SHELL__: JSON.stringify(shell), __LAZY__: JSON.stringify(lazy), __VERSION__: JSON.stringify(version) },
 });
-console.log(`web/dist: ${shell.length} files precached as ${version}; catalog: ${catalog.map((c) => c.id).join(', ')}`);
+console.log(`web/dist: ${shell.length} files precached, ${lazy.length} cached on first use, as ${version}; catalog: ${catalog.map((c) => c.id).join(', ')}`);
 compressCopies(dist, join(dist, 'pkg'));
 
 // 5. Sizes: raw, and the compressed copies the server sends.
 const sizes = {};
-for (const f of [out, join(pkg, 'onestep_sr.js'), ...['app.js', 'worker.js', 'onestep-upscaler.js', 'sw.js'].map((f) => join(dist, f))]) {
+for (const f of [out, join(pkg, 'onestep_sr.js'), join(pkg, 'cpu', 'onestep_sr_bg.wasm'), join(pkg, 'cpu', 'onestep_sr.js'), ...['app.js', 'worker.js', 'onestep-upscaler.js', 'sw.js'].map((f) => join(dist, f))]) {
   const raw = statSync(f).size;
   const copy = (ext) => (existsSync(`${f}.${ext}`) ? statSync(`${f}.${ext}`).size : raw);
   sizes[f.slice(root.length + 1)] = { raw, gzip: copy('gz'), brotli: copy('br') };
@@ -197,4 +214,4 @@ for (const f of [out, join(pkg, 'onestep_sr.js'), ...['app.js', 'worker.js', 'on
 const size = (n) => (n > 1048576 ? mib(n) : kb(n));
 for (const [f, s] of Object.entries(sizes)) console.log(`${f}: ${size(s.raw)} raw, ${size(s.gzip)} gzipped, ${size(s.brotli)} brotli`);
 writeFileSync(join(pkg, 'sizes.json'), JSON.stringify(sizes, null, 2));
-console.log(`wasm: ${kb(statSync(out).size)} (${level})`);
+console.log(`wasm: ${kb(statSync(out).size)}, CPU-only ${kb(statSync(join(pkg, 'cpu', 'onestep_sr_bg.wasm')).size)} (${level})`);

@@ -8,7 +8,7 @@ import { startServer } from './server.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const port = Number(process.env.PORT ?? 8080);
-for (const [path, fix] of [['web/dist/index.html', 'npm --prefix web run build'], ['pkg/onestep_sr_bg.wasm', 'npm --prefix web run build'],
+for (const [path, fix] of [['web/dist/index.html', 'npm --prefix web run build'], ['pkg/onestep_sr_bg.wasm', 'npm --prefix web run build'], ['pkg/cpu/onestep_sr_bg.wasm', 'npm --prefix web run build'],
   ['models/realesrgan-x4plus/manifest.json', 'scripts/fetch-models.sh']]) {
   if (!existsSync(join(root, path))) {
     console.error(`onestep-sr: ${path} is missing: run \`${fix}\` first`);

@@ -1,8 +1,11 @@
 // The conversion worker: turns the official diffusion files a person picked into a stored
 // model (pkg's addDiffusionModel: the CLI's converter, reading the files in slices with
 // FileReaderSync, which only workers have). One conversion per worker; the client ends it.
+import { CPU_PACKAGE } from './packages';
+
+// The conversion is CPU work: the CPU-only package (a sixth of the bytes) has the same API.
 type Pkg = typeof import('../../pkg/onestep_sr.js');
-const pkgUrl = new URL('./pkg/onestep_sr.js', import.meta.url).href;
+const pkgUrl = CPU_PACKAGE;
 const controller = new AbortController();
 
 self.onmessage = async (ev: MessageEvent) => {

@@ -1,16 +1,20 @@
-// Offline: the app shell and the wasm package are cached at install, under a version that is
-// a hash of their bytes (a new deployment = a new cache; the old one is deleted when the new
+// Offline: the app shell and the CPU wasm package are cached at install, the WebGPU wasm when
+// first fetched (a browser without WebGPU never fetches it), under a version that is a hash
+// of their bytes (a new deployment = a new cache; the old one is deleted when the new
 // worker takes over). Weights are not cached here: they live in IndexedDB, shard by shard.
 // A new version waits until the page says skipWaiting (its "Update available" button).
 // share_target: a photo shared into the installed app arrives as a POST to ./share-target;
 // it is kept in the 'onestep-share' cache and the page (opened at ./?shared=N) takes it.
 /// <reference lib="webworker" />
 const sw = self as unknown as ServiceWorkerGlobalScope;
-// Filled in by the build: the app shell and every file of pkg/, and a content hash.
+// Filled in by the build: the app shell and every file of pkg/ but the WebGPU wasm, that
+// wasm, and a content hash of them all.
 declare const __SHELL__: string[];
+declare const __LAZY__: string[];
 declare const __VERSION__: string;
 const VERSION = __VERSION__;
 const SHELL = __SHELL__;
+const LAZY = new Set(__LAZY__.map((u) => new URL(u, sw.registration.scope).href));
 const PREFIX = 'onestep-sr-';
 const SHARE = 'onestep-share';
 /** Fetched from the network first (a deployment may change it), the cached copy offline. */
@@ -82,6 +86,8 @@ sw.addEventListener('fetch', (e) => {
       ? new URL('./', sw.registration.scope).href : e.request;
     const hit = await cache.match(key, { ignoreSearch: true });
     if (hit) return hit;
-    return fetch(e.request);
+    const res = await fetch(e.request);
+    if (res.ok && LAZY.has(url.href)) e.waitUntil(cache.put(url.href, res.clone()).catch(() => {}));
+    return res;
   })());
 });

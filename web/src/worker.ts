@@ -2,11 +2,11 @@
 // responsive. One model at a time; requests run in order (but `inspect` and `memory`, which
 // answer at once); `cancel` aborts a request between shards or tiles (or before it starts). Files arrive as Blobs and leave as PNG
 // Blobs: no canvas touches the pixels.
+import { packageFor } from './packages';
 import type { Request, Response } from './protocol';
 
+// pkg/ and pkg/cpu/ have the same API.
 type Pkg = typeof import('../../pkg/onestep_sr.js');
-const pkgUrl = new URL('./pkg/onestep_sr.js', import.meta.url).href;
-let pkg: Promise<Pkg> | null = null;
 let model: import('../../pkg/onestep_sr.js').Upscaler | null = null;
 const controllers = new Map<number, AbortController>();
 let queue: Promise<unknown> = Promise.resolve();
@@ -30,18 +30,35 @@ function die(message: string) {
   post({ id: 0, type: 'dead', message });
 }
 
-async function wasm(): Promise<Pkg> {
-  pkg ??= import(/* @vite-ignore */ pkgUrl).then(async (m: Pkg) => {
-    await m.default();
-    lost = m.deviceLost();
-    lost.then((why) => die(`${why}; ${RESTART}`));
-    return m;
-  });
+// The wasm packages imported so far, by URL (packages.ts), and the one in use: a load picks
+// the package for its backend (the WebGPU one is fetched only when WebGPU will run); other
+// calls use the package in use, or the one a load with 'auto' would pick.
+const packages = new Map<string, Promise<Pkg>>();
+let pkg: Promise<Pkg> | null = null;
+
+function imported(url: string): Promise<Pkg> {
+  let p = packages.get(url);
+  if (!p) {
+    p = import(/* @vite-ignore */ url).then(async (m: Pkg) => {
+      await m.default();
+      const l = m.deviceLost();
+      lost = lost ? Promise.race([lost, l]) : l;
+      l.then((why) => die(`${why}; ${RESTART}`));
+      return m;
+    });
+    packages.set(url, p);
+  }
+  return p;
+}
+
+async function wasm(req: Request): Promise<Pkg> {
+  if (req.op === 'load') return (pkg = packageFor(req.opts?.backend).then(imported));
+  pkg ??= packageFor('auto').then(imported);
   return pkg;
 }
 
 async function handle(req: Request): Promise<unknown> {
-  const m = await wasm();
+  const m = await wasm(req);
   const signal = controllers.get(req.id)?.signal;
   // Cancelled while it waited behind another request.
   if (signal?.aborted) throw new Error('cancelled');

@@ -1,7 +1,8 @@
 // The browser gives the CLI's image: files go in as Blobs and come out as PNG Blobs, decoded
 // and encoded in wasm by the CLI's own code (EXIF orientation, 16-bit, straight alpha, the
 // header's size check), on the CPU fallback and on WebGPU, through the wasm package and the
-// worker client. `backend: 'auto'` skips a software adapter (SwiftShader) for the CPU.
+// worker client. `backend: 'auto'` skips a software adapter (SwiftShader) for the CPU; the
+// worker then runs the CPU-only package, and `backend: 'webgpu'` the WebGPU one.
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
@@ -181,8 +182,21 @@ test('SwiftShader only: auto picks the CPU and says why; webgpu still runs on it
     assert.equal(auto.caps.backend, 'cpu');
     assert.equal(auto.info.backend, 'cpu');
     assert.match(auto.info.notices.join(' '), /only WebGPU adapter is a software one .*running on the CPU/);
+    // The CPU-only package has no WebGPU: forced, it refuses and names the package that has.
+    const refused = await page.evaluate(async (model) => {
+      const m = await import('/pkg/cpu/onestep_sr.js');
+      await m.default();
+      return m.Upscaler.load(model, { backend: 'webgpu' }).then(() => 'loaded', (e) => e.message);
+    }, COMPACT);
+    assert.match(refused, /CPU-only wasm package \(pkg\/cpu\/\).*pkg\/onestep_sr\.js/);
     // Through the worker on WebGPU with the compact model (x4plus runs on WebGPU in
     // realesrgan.test.mjs, through the package itself); ONESTEP_BROWSER_FULL=1 runs every file.
+    // Through the worker, 'auto' on SwiftShader imports the CPU-only package (packages.ts);
+    // the 'webgpu' load below then imports the WebGPU one into the same worker.
+    srv.clear();
+    const viaWorker = await page.evaluate(async () => (await import('/client.js')).capabilities());
+    assert.equal(viaWorker.backend, 'cpu');
+    assert.deepEqual([srv.requests('/pkg/cpu/onestep_sr_bg.wasm'), srv.requests('/pkg/onestep_sr_bg.wasm')], [1, 0], 'the wasm the worker fetched');
     const files = process.env.ONESTEP_BROWSER_FULL ? FILES : { exif: FILES.exif, alpha: FILES.alpha };
     const t0 = Date.now();
     const gpu = await runFiles(page, { client: true, load: { backend: 'webgpu' }, files, model: COMPACT });

@@ -12,7 +12,7 @@ const cache = process.env.ONESTEP_CACHE ?? join(homedir(), '.cache', 'onestep-sr
 export const cli = process.env.ONESTEP_BIN ?? join(process.env.CARGO_TARGET_DIR ?? join(cache, 'target'), 'release', 'onestep');
 export const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
 
-if (!existsSync(join(root, 'pkg', 'onestep_sr_bg.wasm'))) throw new Error('pkg/ is not built: run `npm --prefix web run build`');
+for (const p of ['pkg', 'pkg/cpu']) if (!existsSync(join(root, p, 'onestep_sr_bg.wasm'))) throw new Error(`${p}/ is not built: run \`npm --prefix web run build\``);
 if (!existsSync(cli)) throw new Error(`the native CLI is not built (${cli}): run \`cargo build --release\``);
 
 /// A scratch directory removed at exit.

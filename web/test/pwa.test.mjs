@@ -4,7 +4,8 @@
 // "Ready to work offline", and an upscale
 // with the cached default model succeeds (the CLI's pixels); a shared photo (POST to the
 // share target, handled by the service worker) lands in the queue; a new deployment shows
-// "Update available" and takes over on click. CPU fallback; no request leaves 127.0.0.1.
+// "Update available" and takes over on click. CPU fallback (the CPU-only wasm package: the
+// WebGPU one is never fetched); no request leaves 127.0.0.1.
 import assert from 'node:assert/strict';
 import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { get } from 'node:http';
@@ -26,25 +27,33 @@ before(async () => {
 });
 after(() => srv.close());
 
-test('the wasm and scripts go compressed when the browser takes it, as the build made them', async () => {
-  const raw = readFileSync(`${root}/pkg/onestep_sr_bg.wasm`);
+test('both wasm packages and the scripts go compressed when the browser takes it, as the build made them', async () => {
   const fetchWith = (path, encoding) => new Promise((ok, fail) => {
     get(`${srv.url}${path}`, { headers: encoding ? { 'accept-encoding': encoding } : {} }, (res) => {
       const parts = [];
       res.on('data', (c) => parts.push(c)).on('end', () => ok({ headers: res.headers, body: Buffer.concat(parts) }));
     }).on('error', fail);
   });
-  const br = await fetchWith('/pkg/onestep_sr_bg.wasm', 'gzip, deflate, br, zstd');
-  assert.equal(br.headers['content-encoding'], 'br');
-  assert.equal(br.headers['content-type'], 'application/wasm');
-  assert.ok(br.body.length < raw.length / 3, `${br.body.length} bytes on the wire for ${raw.length}`);
-  assert.ok(brotliDecompressSync(br.body).equals(raw));
+  const wire = {};
+  for (const pkg of ['pkg', 'pkg/cpu']) {
+    const raw = readFileSync(`${root}/${pkg}/onestep_sr_bg.wasm`);
+    const br = await fetchWith(`/${pkg}/onestep_sr_bg.wasm`, 'gzip, deflate, br, zstd');
+    assert.equal(br.headers['content-encoding'], 'br', pkg);
+    assert.equal(br.headers['content-type'], 'application/wasm', pkg);
+    assert.ok(br.body.length < raw.length / 3, `${pkg}: ${br.body.length} bytes on the wire for ${raw.length}`);
+    assert.ok(brotliDecompressSync(br.body).equals(raw), pkg);
+    const plain = await fetchWith(`/${pkg}/onestep_sr_bg.wasm`, '');
+    assert.equal(plain.headers['content-encoding'], undefined, pkg);
+    assert.ok(plain.body.equals(raw), pkg);
+    wire[pkg] = br.body.length;
+  }
+  console.log(`on the wire (brotli): pkg/ ${wire.pkg} B, pkg/cpu/ ${wire['pkg/cpu']} B`);
+  // The CPU package is what a browser without WebGPU downloads: under 1 MB.
+  assert.ok(wire['pkg/cpu'] < 1_000_000, `pkg/cpu/ is ${wire['pkg/cpu']} bytes on the wire`);
+  assert.ok(wire['pkg/cpu'] < wire.pkg / 2, 'the CPU package is the small one');
   const gz = await fetchWith('/app.js', 'gzip');
   assert.equal(gz.headers['content-encoding'], 'gzip');
   assert.ok(gunzipSync(gz.body).equals(readFileSync(`${root}/web/dist/app.js`)));
-  const plain = await fetchWith('/pkg/onestep_sr_bg.wasm', '');
-  assert.equal(plain.headers['content-encoding'], undefined);
-  assert.ok(plain.body.equals(raw));
   // Nothing under /models/ is compressed by the build: shards go as stored.
   const shard = await fetchWith('/models/realesrgan-x4plus/manifest.json', 'br');
   assert.equal(shard.headers['content-encoding'], undefined);
@@ -70,6 +79,7 @@ test('the manifest: PNG icons at 192 and 512 (maskable), a share target', async 
 
 test('offline after one visit: "Ready to work offline" only once a model is stored; offline, the page and an upscale with the cached model; a shared photo lands in the queue', async () => {
   const t0 = Date.now();
+  srv.clear();
   const ctx = await browser({ webgpu: false });
   const requests = recordRequests(ctx);
   try {
@@ -83,6 +93,10 @@ test('offline after one visit: "Ready to work offline" only once a model is stor
     await page.getByRole('link', { name: 'Download', exact: true }).waitFor({ state: 'visible', timeout: 120_000 });
     await page.getByText('Ready to work offline').waitFor({ timeout: 30_000 });
     const t1 = Date.now();
+    // No WebGPU here: the worker took the CPU package, and neither it nor the service worker
+    // fetched the WebGPU one (what reached the server, the install's precache included).
+    const wasm = [...srv.counts.keys()].filter((p) => p.endsWith('.wasm'));
+    assert.deepEqual(wasm, ['/pkg/cpu/onestep_sr_bg.wasm'], 'the wasm files fetched on the first visit');
 
     await ctx.setOffline(true);
     srv.clear();
