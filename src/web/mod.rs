@@ -17,6 +17,7 @@ mod memory;
 mod options;
 mod run;
 pub mod shards;
+mod tiles;
 mod types;
 mod upscaler;
 

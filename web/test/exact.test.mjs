@@ -258,3 +258,43 @@ test('the page: Download gives the API\'s bytes, and the status says what happen
     await ctx.close();
   }
 });
+
+test('the worker pool: workers: 2 gives workers: 1\'s PNG bytes; Cancel stops both workers and the pool works afterwards', async () => {
+  const ctx = await browser({ webgpu: false });
+  try {
+    const page = await harness(ctx, srv.url);
+    const r = await page.evaluate(async (model) => {
+      const { Upscaler } = await import('/client.js');
+      // A 40x40 RGBA photo in tiles of 24 px (16 tiles): the blend, the alpha and the PNG.
+      const blob = await (await fetch('/fixtures/realesrgan/coffee_rgba_40.png')).blob();
+      const opts = { tile: 24, overlap: 8 };
+      const bytes = async (b) => Array.from(new Uint8Array(await b.arrayBuffer()));
+      const one = await Upscaler.load(model, { workers: 1, backend: 'cpu' });
+      const single = await bytes(await one.upscale(blob, opts));
+      const two = await Upscaler.load(model, { workers: 2, backend: 'cpu' });
+      const texts = [];
+      let most = 0;
+      const pooled = await bytes(await two.upscale(blob, { ...opts, onProgress: (p) => { texts.push(p.text); most = Math.max(most, p.running ?? 0); } }));
+      // Cancel once both workers run tiles (8 px tiles: 100 of them).
+      const controller = new AbortController();
+      let cancel;
+      const t0 = performance.now();
+      try {
+        await two.upscale(blob, { tile: 8, overlap: 2, signal: controller.signal, onProgress: (p) => { if (p.running === 2 && p.done >= 2) controller.abort(); } });
+        cancel = 'resolved';
+      } catch (e) { cancel = e.message; }
+      const cancelMs = performance.now() - t0;
+      const again = await bytes(await two.upscale(blob, opts));
+      return { workers: [one.workers, two.workers], single, pooled, again, most, texts, cancel, cancelMs };
+    }, COMPACT);
+    console.log(`pool: ${r.single.length} bytes, most tiles at once ${r.most}, cancel ${r.cancel} after ${r.cancelMs.toFixed(0)} ms; e.g. ${r.texts.slice(-4).join(' | ')}`);
+    assert.deepEqual(r.workers, [1, 2]);
+    assert.ok(r.most === 2, 'both workers ran tiles at once');
+    assert.ok(Buffer.compare(Buffer.from(r.pooled), Buffer.from(r.single)) === 0, 'workers: 2 gives the same PNG bytes as workers: 1');
+    assert.ok(r.texts.some((t) => /^Upscaling: \d+ of 16 tiles done, 2 at once/.test(t)), r.texts.join(' | '));
+    assert.equal(r.cancel, 'cancelled');
+    assert.ok(Buffer.compare(Buffer.from(r.again), Buffer.from(r.single)) === 0, 'after a cancel, the pool gives the same bytes again');
+  } finally {
+    await ctx.close();
+  }
+});
