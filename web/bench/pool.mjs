@@ -4,19 +4,22 @@
 // alternate the two after a warm-up each; medians, ranges and the per-round ratio are printed,
 // and every PNG must be the same bytes.
 //
-//   node web/bench/pool.mjs            (after npm --prefix web run build; ROUNDS=3 WORKERS=2)
+//   node web/bench/pool.mjs            (after npm --prefix web run build; ROUNDS=3 WORKERS=2
+//                                       MODEL=realesrgan-x4plus)
 import { browser, harness, server } from '../test/helpers.mjs';
 
 const rounds = Number(process.env.ROUNDS ?? 3);
 const workers = Number(process.env.WORKERS ?? 2);
+// MODEL=realesr-animevideov3-x4 (the compact model) for a quick check of the pool itself.
+const model = `/models/${process.env.MODEL ?? 'realesrgan-x4plus'}/manifest.json`;
 const srv = await server();
 const ctx = await browser({ webgpu: false });
 try {
   const page = await harness(ctx, srv.url);
   page.setDefaultTimeout(0);
-  const r = await page.evaluate(async ({ rounds, workers }) => {
+  page.on('console', (m) => m.text().startsWith('round') && console.log(m.text()));
+  const r = await page.evaluate(async ({ rounds, workers, model }) => {
     const { Upscaler, memoryStats } = await import('/client.js');
-    const model = '/models/realesrgan-x4plus/manifest.json';
     const full = await window.pixels('/fixtures/realesrgan/astronaut_256.png');
     // An opaque 256x192 photo: the middle rows.
     const image = new ImageData(new Uint8ClampedArray(full.data.buffer.slice(32 * 256 * 4, 224 * 256 * 4)), 256, 192);
@@ -32,6 +35,7 @@ try {
       const ms = performance.now() - t0;
       hashes.add(await hash(png));
       if (timed) times[n].push(ms);
+      console.log(`round: workers ${n} (${up.workers} used), ${(ms / 1000).toFixed(1)} s${timed ? '' : ' (warm-up)'}`);
       return up.workers;
     };
     const used = [await run(1, false), await run(workers, false)];
@@ -43,7 +47,7 @@ try {
     const memory = [];
     for (let k = 0; k < workers; k++) memory.push((await memoryStats(k)).wasmBytes);
     return { times, hashes: [...hashes], used, memory };
-  }, { rounds, workers });
+  }, { rounds, workers, model });
   const med = (v) => [...v].sort((a, b) => a - b)[v.length >> 1];
   const a = r.times[1], b = r.times[workers];
   const ratios = a.map((v, i) => b[i] / v);

@@ -13,10 +13,10 @@ export { autoWorkers } from './pool';
 type OnProgress = (p: Progress) => void;
 
 // The workers: the first serves every call; with a pool (pool.ts), the others run tiles.
-const workers: (Channel | null)[] = [];
+const channels: (Channel | null)[] = [];
 const workerUrl = () => new URL('./worker.js', import.meta.url);
 function channel(k = 0): Channel {
-  return (workers[k] ??= new Channel(workerUrl(), (ch) => { if (workers[k] === ch) workers[k] = null; }));
+  return (channels[k] ??= new Channel(workerUrl(), (ch) => { if (channels[k] === ch) channels[k] = null; }));
 }
 
 /// Wraps a caller's onProgress with a tracker that adds fraction, text and time left.
@@ -88,6 +88,8 @@ export class Upscaler {
     // lets one load at a time write it, and the first worker's is done: no second download).
     // One that fails leaves the tiles to the others (and is tried again at the next upscale).
     const others = Array.from({ length: up.workers - 1 }, (_, k) => up.worker(k + 1));
+    // Workers beyond this pool would keep another model's copy for nothing.
+    for (let k = up.workers; k < channels.length; k++) channels[k]?.end('another model was loaded with fewer workers');
     await Promise.allSettled(others);
     if (signal?.aborted) throw new Error('cancelled');
     return up;
@@ -150,7 +152,7 @@ export class Upscaler {
 
   /** The hard stop: ends the workers (and anything they run); the next call starts a new one. */
   static terminate() {
-    for (const ch of workers) ch?.end('terminated');
+    for (const ch of channels) ch?.end('terminated');
   }
 }
 
@@ -166,7 +168,7 @@ export function inspectImage(image: Input): Promise<{ width: number; height: num
 /** A worker's memory (the first, or the pool's `worker`): the wasm heap's live bytes, the wasm Memory's size (its peak so far)
  *  and, on WebGPU, what burn's allocator holds on the device. */
 export function memoryStats(worker = 0): Promise<{ heapBytes: number; wasmBytes: number; gpu?: { allocations: number; bytesInUse: number; bytesReserved: number } }> {
-  const ch = worker === 0 ? channel() : workers[worker];
+  const ch = worker === 0 ? channel() : channels[worker];
   return ch ? ch.call({ op: 'memory' }) : Promise.reject(new Error(`no worker ${worker} is running`));
 }
 

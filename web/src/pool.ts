@@ -8,8 +8,9 @@ import type { Channel } from './channel';
 import type { Input } from './protocol';
 
 /** What one worker costs: its wasm instance, the model (Real-ESRGAN x4plus: 67 MB of f32
- *  weights) and a run's buffers, measured at 192 px tiles on the CPU (docs/browser.md). */
-export const WORKER_BYTES = 400 * 2 ** 20;
+ *  weights, 259 MiB once prepared for the CPU) and a run's buffers: a pool worker peaked at 863 MiB
+ *  of wasm Memory on x4plus with 192 px tiles (web/bench/pool.mjs; docs/browser.md). */
+export const WORKER_BYTES = 900 * 2 ** 20;
 /** The share of the device's memory the pool may take. */
 export const MEMORY_SHARE = 0.5;
 /** More workers than this add little: the tiles of a photo run out, memory bandwidth too. */
@@ -97,6 +98,7 @@ export async function runPool(
       while (next < total && !stop.signal.aborted) {
         const i = next++;
         running.set(i, {});
+        progress();
         const values = await track(ch.call<Float32Array>({ op: 'tile', index: i }, {
           signal: stop.signal,
           onProgress: (p: TileProgress) => { running.set(i, p); progress(); },
@@ -107,11 +109,11 @@ export async function runPool(
         done++;
         outputs.set(i, values);
         blend();
-        progress();
+        // Reported as the next tile starts, or here when none is left.
+        if (next >= total) progress();
         if (done === total) allDone();
       }
     };
-    report({ stage: 'upscale', done: 0, total });
     work(first, true).catch(fail);
     // A worker whose model failed to load leaves the tiles to the others.
     for (const o of others) o.then((ch) => work(ch, false), (e) => console.warn(`a pool worker could not load the model: ${e.message}`)).catch(fail);
