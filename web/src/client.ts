@@ -84,9 +84,9 @@ export class Upscaler {
       ch.owner = up;
       ch.ready = Promise.resolve();
     }
-    // The pool's other workers read the model from the cache, together (the Web Lock per model
-    // lets one load at a time write it, and the first worker's is done: no second download).
-    // One that fails leaves the tiles to the others (and is tried again at the next upscale).
+    // The pool's other workers read the model from the cache: one after another (the Web Lock
+    // per model admits one load at a time), after the first's load stored it (no second
+    // download). One that fails leaves the tiles to the others (tried again at the next upscale).
     const others = Array.from({ length: up.workers - 1 }, (_, k) => up.worker(k + 1));
     // Workers beyond this pool would keep another model's copy for nothing.
     for (let k = up.workers; k < channels.length; k++) channels[k]?.end('another model was loaded with fewer workers');
