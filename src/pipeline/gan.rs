@@ -99,7 +99,7 @@ impl GanTiler {
             out_w: scale * w,
             plan,
             blender: RowBlender::new(scale * pw, 3),
-            out: Vec::with_capacity(scale * scale * 3 * w * h),
+            out: Vec::new(),
         }
     }
 
@@ -134,6 +134,11 @@ impl GanTiler {
     }
 
     fn keep_rows(&mut self, rows: Vec<u8>) {
+        if self.out.capacity() == 0 {
+            // Reserved at the first output (not in `new`): a tiler that only cuts inputs (a
+            // worker of the browser's pool) holds no output.
+            self.out.reserve_exact(3 * self.out_w * self.out_h);
+        }
         let s = self.scale;
         let row_len = s * self.pw * 3;
         let first = self.blender.next_row() - rows.len() / row_len;
@@ -179,31 +184,47 @@ pub async fn upscale_async(
     }
     let mut tiler = GanTiler::new(img, model.scale(), opts);
     let total = tiler.plan.len();
-    // Steps of a tile: the network's own, then its tail.
-    let steps = model.steps() + 1;
     progress(Progress::new("upscale", 0, total));
     for i in 0..total {
-        cancel.checkpoint().await?;
-        // On a slow device: wait after every `block_checkpoints` steps and say so.
-        let mut step = async |done: usize, t: Option<&Tensor<4>>| -> Result<(), RunError> {
-            if opts.block_checkpoints > 0 && done % opts.block_checkpoints == 0 {
-                if let Some(t) = t {
-                    t.clone().slice([0..1, 0..1, 0..1, 0..1]).into_data_async().await?;
-                }
-                progress(Progress { part: Some((done, steps)), ..Progress::new("upscale", i, total) });
-                cancel.checkpoint().await?;
-            }
-            Ok(())
-        };
-        let mut state = model.begin(tiler.input(i, device));
-        for k in 0..model.steps() {
-            state = model.step(k, state);
-            step(k + 1, state.activation()).await?;
-        }
-        let out = model.end(state).into_data_async().await?;
-        let values = out.convert::<f32>().try_into_vec::<f32>().map_err(|e| RunError::Execution(format!("{e:?}")))?;
+        let values = run_tile(model, device, &tiler, i, opts, progress, cancel).await?;
         tiler.accept(i, &values);
         progress(Progress::new("upscale", i + 1, total));
     }
     Ok(tiler.finish())
+}
+
+/// The network on tile `i` of `tiler`, read back as planar `[3, scale h, scale w]` values:
+/// the one tile step of every run, whether its tiles run here in order or are spread over
+/// workers (the browser's pool), so each tile's values are the same either way.
+pub async fn run_tile(
+    model: &GanNet,
+    device: &Device,
+    tiler: &GanTiler,
+    i: usize,
+    opts: TileOptions,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &Cancel,
+) -> Result<Vec<f32>, RunError> {
+    let total = tiler.plan.len();
+    // Steps of a tile: the network's own, then its tail.
+    let steps = model.steps() + 1;
+    cancel.checkpoint().await?;
+    // On a slow device: wait after every `block_checkpoints` steps and say so.
+    let mut step = async |done: usize, t: Option<&Tensor<4>>| -> Result<(), RunError> {
+        if opts.block_checkpoints > 0 && done % opts.block_checkpoints == 0 {
+            if let Some(t) = t {
+                t.clone().slice([0..1, 0..1, 0..1, 0..1]).into_data_async().await?;
+            }
+            progress(Progress { part: Some((done, steps)), ..Progress::new("upscale", i, total) });
+            cancel.checkpoint().await?;
+        }
+        Ok(())
+    };
+    let mut state = model.begin(tiler.input(i, device));
+    for k in 0..model.steps() {
+        state = model.step(k, state);
+        step(k + 1, state.activation()).await?;
+    }
+    let out = model.end(state).into_data_async().await?;
+    out.convert::<f32>().try_into_vec::<f32>().map_err(|e| RunError::Execution(format!("{e:?}")))
 }

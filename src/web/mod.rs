@@ -18,6 +18,7 @@ mod memory;
 mod options;
 mod run;
 pub mod shards;
+mod tiles;
 mod types;
 mod upscaler;
 

@@ -8,10 +8,10 @@ use wasm_bindgen::prelude::*;
 use super::device::run_error;
 use super::glue::{self, aborted, get, get_f64};
 use super::images::{alpha_like, deliver, image_data, read_input};
-use super::options::{cancel_for, colour_fix, function_opt, output_opt, run_progress, whole_opt};
+use super::options::{Output, cancel_for, colour_fix, function_opt, output_opt, run_progress, whole_opt};
 use crate::image_io;
 use crate::model::sd::Method;
-use crate::pipeline::gan::{self, TileOptions};
+use crate::pipeline::gan::{self, GanTiler, TileOptions};
 use crate::pipeline::one_step::Guidance;
 use crate::pipeline::preprocess::PreprocessOptions;
 use crate::pipeline::sd_upscale::{self, Region, Restoration, SdOptions, SdTiling};
@@ -28,6 +28,20 @@ pub(super) struct Last {
     size: Option<(u32, u32)>,
 }
 
+/// An image planned for a pool of workers by `planTiles` (tiles.rs), kept for the calls on
+/// its tiles.
+pub(super) struct TileJob {
+    pub(super) tiler: GanTiler,
+    pub(super) tile: TileOptions,
+    /// The pixels of one tile (the pace of `runTile` is measured per pixel).
+    pub(super) tile_px: f64,
+    pub(super) alpha: Option<GrayImage>,
+    pub(super) size: Option<(u32, u32)>,
+    pub(super) output: Output,
+    /// Outputs blended so far: they must come in tile order.
+    pub(super) accepted: usize,
+}
+
 pub(super) struct State {
     pub(super) model: Model,
     pub(super) device: Device,
@@ -39,6 +53,8 @@ pub(super) struct State {
     /// this run's tiles would take over a second, it also reports (and takes aborts) between
     /// the body blocks of a tile.
     pub(super) tile_px_ms: Option<f64>,
+    /// The image planned for a pool of workers (`planTiles`).
+    pub(super) tiles: Option<TileJob>,
 }
 
 pub(super) fn model_scale(model: &Model) -> u32 {
@@ -69,23 +85,7 @@ pub(super) async fn upscale_with(state: &mut State, image: JsValue, opts: JsValu
     let (cancel, _abort) = cancel_for(&signal);
     match &state.model {
         Model::Gan(up) => {
-            let d = up.default_tile_options();
-            let side = get_f64(&opts, "tile").map_or(d.tile, |v| v as usize);
-            // The pixels of this image's largest tile (reflect padding included; a small image
-            // is one tile): what one tile's time grows with.
-            let tile_px = ((w as usize + 2 * gan::PAD).min(side) * (h as usize + 2 * gan::PAD).min(side)) as f64;
-            // Slow runs (a first run compiling shaders, a software adapter, a large tile on the
-            // CPU) report between body blocks too; a second readback per block costs little there.
-            let slow = state.tile_px_ms.is_none_or(|ms| ms * tile_px > 1000.0);
-            let tile = TileOptions {
-                tile: side,
-                overlap: get_f64(&opts, "overlap").map_or(d.overlap, |v| v as usize),
-                block_checkpoints: usize::from(slow),
-                tta: false,
-            };
-            if tile.tile == 0 || tile.overlap >= tile.tile {
-                return Err("tile must be positive and larger than overlap".into());
-            }
+            let (tile, tile_px) = gan_tile_options(state.tile_px_ms, up.default_tile_options(), w, h, &opts)?;
             let t0 = glue::now();
             let mut tiles = 0;
             let mut counting = |p: Progress| {
@@ -150,6 +150,27 @@ pub(super) async fn upscale_with(state: &mut State, image: JsValue, opts: JsValu
             Ok(result)
         }
     }
+}
+
+/// A Real-ESRGAN run's tile options (`tile` / `overlap` over the model's defaults, checked)
+/// and the pixels of the image's largest tile (reflect padding included; a small image is
+/// one tile): what one tile's time grows with. `tile_px_ms`: the last run's pace.
+pub(super) fn gan_tile_options(tile_px_ms: Option<f64>, d: TileOptions, w: u32, h: u32, opts: &JsValue) -> Result<(TileOptions, f64), String> {
+    let side = get_f64(opts, "tile").map_or(d.tile, |v| v as usize);
+    let tile_px = ((w as usize + 2 * gan::PAD).min(side) * (h as usize + 2 * gan::PAD).min(side)) as f64;
+    // Slow runs (a first run compiling shaders, a software adapter, a large tile on the
+    // CPU) report between body blocks too; a second readback per block costs little there.
+    let slow = tile_px_ms.is_none_or(|ms| ms * tile_px > 1000.0);
+    let tile = TileOptions {
+        tile: side,
+        overlap: get_f64(opts, "overlap").map_or(d.overlap, |v| v as usize),
+        block_checkpoints: usize::from(slow),
+        tta: false,
+    };
+    if tile.tile == 0 || tile.overlap >= tile.tile {
+        return Err("tile must be positive and larger than overlap".into());
+    }
+    Ok((tile, tile_px))
 }
 
 /// The PiSA-SR model and its last adjustable result, or why there are none.

@@ -18,14 +18,14 @@ use crate::upscaler::Upscaler as Model;
 /// A loaded model on this thread's device.
 #[wasm_bindgen]
 pub struct Upscaler {
-    state: Rc<RefCell<Option<State>>>,
+    pub(super) state: Rc<RefCell<Option<State>>>,
     info: JsValue,
 }
 
 /// Runs `f` with the state taken out (so a second call while one runs is refused instead of
 /// racing), and puts it back whatever happens. On WebGPU a loss of the device ends the call
 /// at once: a readback pending then might never return, and the model is gone with it.
-async fn with_state<T>(cell: Rc<RefCell<Option<State>>>, f: impl AsyncFnOnce(&mut State) -> Result<T, String>) -> Result<T, JsValue> {
+pub(super) async fn with_state<T>(cell: Rc<RefCell<Option<State>>>, f: impl AsyncFnOnce(&mut State) -> Result<T, String>) -> Result<T, JsValue> {
     let lost = || device_lost().map(|lost| js_error(format!("{lost}; {LOST_ADVICE}")));
     let Some(mut state) = cell.borrow_mut().take() else {
         return Err(lost().unwrap_or_else(|| js_error("this Upscaler is busy with another call; await it first")));
@@ -86,7 +86,7 @@ impl Upscaler {
                 ("fromNetwork", (report.from_network as f64).into()),
                 ("notices", notices.into()),
             ]);
-            let state = State { model, device: gpu.device, webgpu: backend == "webgpu", limits: gpu.limits, last: None, tile_px_ms: None };
+            let state = State { model, device: gpu.device, webgpu: backend == "webgpu", limits: gpu.limits, last: None, tile_px_ms: None, tiles: None };
             Ok(Upscaler { state: Rc::new(RefCell::new(Some(state))), info }.into())
         })
     }

@@ -2,72 +2,22 @@
 // adjust, adjustRegion, cached, evict, capabilities), with inference off the main thread.
 // Progress arrives enriched: `fraction` of the whole call, a `text` line for a person and
 // `etaMs` (progress.ts).
-import type { Input, Op, Region, Response } from './protocol';
+import type { Input, Region } from './protocol';
+import { Channel } from './channel';
+import { poolSize, runPool, type Workers } from './pool';
 import { ProgressTracker, type Progress } from './progress';
 
-export type { Progress, Region, Input };
+export type { Progress, Region, Input, Workers };
+export { autoWorkers } from './pool';
 
 type OnProgress = (p: Progress) => void;
-interface Call { resolve: (v: any) => void; reject: (e: Error) => void; onProgress?: (p: any) => void }
 
-class Channel {
-  private worker: Worker;
-  private next = 1;
-  private calls = new Map<number, Call>();
-  /** Whose model the worker holds: an Upscaler, a load in flight, or none. */
-  owner: object | null = null;
-  /** Settles when the owner's model is in the worker. */
-  ready: Promise<unknown> = Promise.resolve();
-
-  constructor(url: URL) {
-    this.worker = new Worker(url, { type: 'module' });
-    this.worker.onmessage = (e: MessageEvent<Response>) => {
-      const m = e.data;
-      if (m.type === 'dead') {
-        this.end(m.message);
-        return;
-      }
-      const call = this.calls.get(m.id);
-      if (!call) return;
-      if (m.type === 'progress') call.onProgress?.(m.progress);
-      else {
-        this.calls.delete(m.id);
-        if (m.type === 'done') call.resolve(m.value);
-        else call.reject(new Error(m.message));
-      }
-    };
-    this.worker.onerror = (e) => this.end(`the worker failed: ${e.message}`);
-  }
-
-  /** Ends the worker: every pending call fails with `message`, and the next call starts a
-   *  new worker (which loads the caller's model again). */
-  end(message: string) {
-    this.worker.terminate();
-    if (shared === this) shared = null;
-    for (const c of this.calls.values()) c.reject(new Error(message));
-    this.calls.clear();
-  }
-
-  call<T>(op: Op, opts: { onProgress?: (p: any) => void; signal?: AbortSignal } = {}, transfer: Transferable[] = []): Promise<T> {
-    const id = this.next++;
-    if (opts.signal?.aborted) return Promise.reject(new Error('cancelled'));
-    return new Promise<T>((resolve, reject) => {
-      const onAbort = () => this.worker.postMessage({ op: 'cancel', target: id, id: 0 });
-      // A caller's signal may outlive many calls: each call's listener goes with the call.
-      const settled = () => opts.signal?.removeEventListener('abort', onAbort);
-      this.calls.set(id, {
-        resolve: (v) => { settled(); resolve(v); },
-        reject: (e) => { settled(); reject(e); },
-        onProgress: opts.onProgress,
-      });
-      opts.signal?.addEventListener('abort', onAbort, { once: true });
-      this.worker.postMessage({ ...op, id }, transfer);
-    });
-  }
+// The workers: the first serves every call; with a pool (pool.ts), the others run tiles.
+const channels: (Channel | null)[] = [];
+const workerUrl = () => new URL('./worker.js', import.meta.url);
+function channel(k = 0): Channel {
+  return (channels[k] ??= new Channel(workerUrl(), (ch) => { if (channels[k] === ch) channels[k] = null; }));
 }
-
-let shared: Channel | null = null;
-const channel = () => (shared ??= new Channel(new URL('./worker.js', import.meta.url)));
 
 /// Wraps a caller's onProgress with a tracker that adds fraction, text and time left.
 function tracked(on: OnProgress | undefined, tracker: ProgressTracker) {
@@ -78,6 +28,11 @@ export interface LoadOptions {
   onProgress?: OnProgress; signal?: AbortSignal; persist?: boolean;
   /** "auto" skips software WebGPU adapters (SwiftShader): the CPU path is faster there. */
   backend?: 'auto' | 'webgpu' | 'cpu'; precision?: 'auto' | 'f16' | 'f32'; uploadBlockBytes?: number;
+  /** Workers for Real-ESRGAN on the CPU, each with its own copy of the model: a number, or
+   *  'auto' (the default: one per core within a memory budget, pool.ts's autoWorkers). The
+   *  tiles of one image are spread over them; the result is the same bytes. WebGPU and the
+   *  diffusion models use one worker. */
+  workers?: Workers;
 }
 export interface UpscaleOptions {
   /** "png" (default for a File / Blob): a PNG Blob encoded in wasm, the CLI's bytes. */
@@ -97,14 +52,19 @@ export interface ModelInfo {
 /** The one-step diffusion models (stage shares for progress); the GANs are 'rrdbnet' and 'srvgg'. */
 export const isDiffusion = (architecture: string) => architecture === 'pisa-sr' || architecture === 'osediff';
 
-type LoadArgs = Omit<LoadOptions, 'onProgress' | 'signal'>;
+type LoadArgs = Omit<LoadOptions, 'onProgress' | 'signal' | 'workers'>;
 
 export class Upscaler {
   private runs = 0;
-  private constructor(public readonly info: ModelInfo, private readonly url: string, private readonly opts: LoadArgs) {}
+  /** The workers this model's upscales use: the pool's size for Real-ESRGAN on the CPU, else 1. */
+  readonly workers: number;
+  private constructor(public readonly info: ModelInfo, private readonly url: string, private readonly opts: LoadArgs, workers: number) {
+    this.workers = info.backend === 'cpu' && !isDiffusion(info.architecture) ? workers : 1;
+  }
 
   static async load(manifestUrl: string, opts: LoadOptions = {}): Promise<Upscaler> {
-    const { onProgress, signal, ...rest } = opts;
+    const { onProgress, signal, workers, ...rest } = opts;
+    const size = poolSize(workers);
     const url = new URL(manifestUrl, location.href).href;
     // Each report names the backend the load chose (auto may pick the CPU).
     const tracker = new ProgressTracker('load');
@@ -119,22 +79,31 @@ export class Upscaler {
       if (ch.owner === token) ch.owner = before;
       throw e;
     }
-    const up = new Upscaler(info, url, rest);
+    const up = new Upscaler(info, url, rest, size);
     if (ch.owner === token) {
       ch.owner = up;
       ch.ready = Promise.resolve();
     }
+    // The pool's other workers read the model from the cache: one after another (the Web Lock
+    // per model admits one load at a time), after the first's load stored it (no second
+    // download). One that fails leaves the tiles to the others (tried again at the next upscale).
+    const others = Array.from({ length: up.workers - 1 }, (_, k) => up.worker(k + 1));
+    // Workers beyond this pool would keep another model's copy for nothing.
+    for (let k = up.workers; k < channels.length; k++) channels[k]?.end('another model was loaded with fewer workers');
+    await Promise.allSettled(others);
+    if (signal?.aborted) throw new Error('cancelled');
     return up;
   }
 
   /** The worker with this model in it. A new worker (after a lost GPU device, a failed
    *  worker or terminate()) or another model loaded since gets it again first, from the
    *  cache: the call then runs on the model it was made on. */
-  private worker(): Promise<Channel> {
-    const ch = channel();
+  private worker(k = 0): Promise<Channel> {
+    const ch = channel(k);
     if (ch.owner !== this) {
       ch.owner = this;
-      ch.ready = ch.call({ op: 'load', url: this.url, opts: this.opts });
+      // The pool is for the CPU path: its other workers never probe for a GPU.
+      ch.ready = ch.call({ op: 'load', url: this.url, opts: k ? { ...this.opts, backend: 'cpu' } : this.opts });
       ch.ready.catch(() => { if (ch.owner === this) ch.owner = null; });
     }
     return ch.ready.then(() => ch);
@@ -152,7 +121,12 @@ export class Upscaler {
       backend: this.info.backend,
     });
     this.runs++;
-    return this.worker().then((ch) => ch.call({ op: 'upscale', image, opts: rest }, { onProgress: tracked(onProgress, tracker), signal }));
+    const report = tracked(onProgress, tracker);
+    if (this.workers > 1) {
+      const others = Array.from({ length: this.workers - 1 }, (_, k) => this.worker(k + 1));
+      return this.worker().then((ch) => runPool(ch, others, image, rest, report ?? (() => {}), signal));
+    }
+    return this.worker().then((ch) => ch.call({ op: 'upscale', image, opts: rest }, { onProgress: report, signal }));
   }
 
   /** PiSA-SR, after an upscale with lambdaPix / lambdaSem: the whole image at new lambdas
@@ -176,9 +150,9 @@ export class Upscaler {
     return channel().call({ op: 'evict', url: new URL(manifestUrl, location.href).href });
   }
 
-  /** The hard stop: ends the worker (and anything it runs); the next call starts a new one. */
+  /** The hard stop: ends the workers (and anything they run); the next call starts a new one. */
   static terminate() {
-    shared?.end('terminated');
+    for (const ch of channels) ch?.end('terminated');
   }
 }
 
@@ -191,10 +165,11 @@ export function inspectImage(image: Input): Promise<{ width: number; height: num
   return channel().call({ op: 'inspect', image: probe });
 }
 
-/** The worker's memory: the wasm heap's live bytes, the wasm Memory's size (its peak so far)
+/** A worker's memory (the first, or the pool's `worker`): the wasm heap's live bytes, the wasm Memory's size (its peak so far)
  *  and, on WebGPU, what burn's allocator holds on the device. */
-export function memoryStats(): Promise<{ heapBytes: number; wasmBytes: number; gpu?: { allocations: number; bytesInUse: number; bytesReserved: number } }> {
-  return channel().call({ op: 'memory' });
+export function memoryStats(worker = 0): Promise<{ heapBytes: number; wasmBytes: number; gpu?: { allocations: number; bytesInUse: number; bytesReserved: number } }> {
+  const ch = worker === 0 ? channel() : channels[worker];
+  return ch ? ch.call({ op: 'memory' }) : Promise.reject(new Error(`no worker ${worker} is running`));
 }
 
 export function capabilities(opts?: { width?: number; height?: number }): Promise<any> {

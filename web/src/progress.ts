@@ -7,6 +7,8 @@ export interface RawProgress {
   stage: string;
   done?: number; total?: number; part?: number; parts?: number;
   shard?: number; shards?: number; bytesDone?: number; bytesTotal?: number;
+  /** A pool's run (pool.ts): the tiles running at once; `part` of `parts` sums them. */
+  running?: number;
   /** Load progress: the backend the load chose. */
   backend?: string;
 }
@@ -90,6 +92,7 @@ export class ProgressTracker {
       case 'read': return { ...base, text: 'Reading the image' };
       case 'upscale': {
         const compiling = this.opts.compiling && done === 0;
+        if ((r.running ?? 0) > 1) return { ...base, text: `Upscaling: ${done} of ${total} tiles done, ${r.running} at once` };
         const part = r.parts ? ` (step ${r.part} of ${r.parts})` : '';
         return { ...base, text: `${compiling ? 'Compiling GPU shaders and upscaling' : 'Upscaling'}: tile ${unit} of ${total}${part}` };
       }

@@ -8,6 +8,11 @@ export type Op =
   | { op: 'upscale'; image: Input; opts: Record<string, unknown> }
   | { op: 'adjust'; lambdaPix: number; lambdaSem: number; opts: Record<string, unknown> }
   | { op: 'adjustRegion'; lambdaPix: number; lambdaSem: number; region: Region }
+  // Real-ESRGAN split at its tiles, for a pool of workers (pool.ts).
+  | { op: 'plan'; image: Input; opts: Record<string, unknown> }
+  | { op: 'tile'; index: number }
+  | { op: 'accept'; index: number; values: Float32Array }
+  | { op: 'finish'; opts: Record<string, unknown> }
   | { op: 'cached' }
   | { op: 'evict'; url: string }
   | { op: 'capabilities'; opts?: { width?: number; height?: number } }

@@ -51,6 +51,8 @@ export class Session {
       onProgress: progressReporter(opts.onProgress),
       signal: opts.signal,
       persist: opts.persist,
+      // Every core on the CPU path (Real-ESRGAN): one worker per core within a memory budget.
+      workers: 'auto',
     });
     const cur = { url: entry.manifest, up };
     this.current = cur;

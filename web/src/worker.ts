@@ -1,5 +1,5 @@
 // The inference worker: owns the wasm module and the loaded model, so the page stays
-// responsive. One model at a time; requests run in order (but `inspect` and `memory`, which
+// responsive (a pool of them runs the tiles of one image: pool.ts). One model at a time; requests run in order (but `inspect` and `memory`, which
 // answer at once); `cancel` aborts a request between shards or tiles (or before it starts). Files arrive as Blobs and leave as PNG
 // Blobs: no canvas touches the pixels.
 import { packageFor } from './packages';
@@ -79,6 +79,18 @@ async function handle(req: Request): Promise<unknown> {
     case 'adjustRegion':
       if (!model) throw new Error('no model loaded: call load() first');
       return model.adjustRegion(req.lambdaPix, req.lambdaSem, req.region);
+    case 'plan':
+      if (!model) throw new Error('no model loaded: call load() first');
+      return model.planTiles(req.image, { ...req.opts, onProgress, signal });
+    case 'tile':
+      if (!model) throw new Error('no model loaded: call load() first');
+      return model.runTile(req.index, { onProgress, signal });
+    case 'accept':
+      if (!model) throw new Error('no model loaded: call load() first');
+      return model.acceptTile(req.index, req.values);
+    case 'finish':
+      if (!model) throw new Error('no model loaded: call load() first');
+      return model.finishTiles({ ...req.opts, onProgress });
     case 'cached':
       return m.Upscaler.cached();
     case 'evict':
@@ -92,6 +104,13 @@ async function handle(req: Request): Promise<unknown> {
     default:
       throw new Error(`unknown request ${(req as { op: string }).op}`);
   }
+}
+
+/// A result's pixels or tile values move to the page instead of being copied.
+function transferable(value: unknown): Transferable[] {
+  if (value instanceof ImageData) return [value.data.buffer];
+  if (value instanceof Float32Array) return [value.buffer as ArrayBuffer];
+  return [];
 }
 
 /// A failed request's message; a device loss reported by the run ends the worker, with the
@@ -117,7 +136,7 @@ self.onmessage = (e: MessageEvent<Request>) => {
   }
   controllers.set(req.id, new AbortController());
   const settle = () => handle(req).then(
-    (value) => { if (controllers.has(req.id)) post({ id: req.id, type: 'done', value }, value instanceof ImageData ? [value.data.buffer] : []); },
+    (value) => { if (controllers.has(req.id)) post({ id: req.id, type: 'done', value }, transferable(value)); },
     (err) => failed(req.id, err),
   ).finally(() => controllers.delete(req.id));
   // Requests that leave the model alone answer at once, even during a run.

@@ -13,6 +13,9 @@ const MODEL = '/models/realesrgan-x4plus/manifest.json';
 // The worker-on-WebGPU check runs the compact model: the same path (Blob in, worker, WebGPU,
 // PNG out) at a tenth of SwiftShader's time; x4plus on WebGPU is realesrgan.test.mjs's.
 const COMPACT = '/models/realesr-animevideov3-x4/manifest.json';
+// autoWorkers for (cores, GiB of device memory): 900 MiB a worker within half the memory, at
+// most 8 and one per core; 4 GiB where the engine does not say (pool.ts).
+const AUTO = [2, 4, 1, 1, 2, 1];
 // A straight alpha gradient (255 -> 0 across, x1.0 -> x0.5 down), the same at 16 bits, and a
 // JPEG stored 12x8 with EXIF orientation 6 (upright 8x12).
 const FILES = { alpha: 'alpha_gradient_16.png', alpha16: 'alpha_gradient_16_rgba16.png', exif: 'exif_rot6.jpg' };
@@ -266,6 +269,53 @@ test('the page: Download gives the API\'s bytes, and the status says what happen
     assert.ok(gap <= 3000, `the status stood still for ${gap} ms`);
     assert.deepEqual(run.filter((s) => /download/i.test(s[1])).map((s) => s[1]), [], 'no download message while the model runs');
     assert.ok(texts.some((t) => /left$/.test(t)), `a time left is shown: ${texts.join(' | ')}`);
+  } finally {
+    await ctx.close();
+  }
+});
+
+test('the worker pool: workers: 2 gives workers: 1\'s PNG bytes; Cancel stops both workers and the pool works afterwards', async () => {
+  const ctx = await browser({ webgpu: false });
+  try {
+    const page = await harness(ctx, srv.url);
+    const r = await page.evaluate(async (model) => {
+      const { Upscaler } = await import('/client.js');
+      // A 40x40 RGBA photo in tiles of 24 px (16 tiles): the blend, the alpha and the PNG.
+      const blob = await (await fetch('/fixtures/realesrgan/coffee_rgba_40.png')).blob();
+      const opts = { tile: 24, overlap: 8 };
+      const bytes = async (b) => Array.from(new Uint8Array(await b.arrayBuffer()));
+      const one = await Upscaler.load(model, { workers: 1, backend: 'cpu' });
+      const single = await bytes(await one.upscale(blob, opts));
+      const two = await Upscaler.load(model, { workers: 2, backend: 'cpu' });
+      const texts = [];
+      let most = 0;
+      const pooled = await bytes(await two.upscale(blob, { ...opts, onProgress: (p) => { texts.push(p.text); most = Math.max(most, p.running ?? 0); } }));
+      // Cancel once both workers run tiles (8 px tiles: 100 of them).
+      const controller = new AbortController();
+      let cancel;
+      const t0 = performance.now();
+      try {
+        await two.upscale(blob, { tile: 8, overlap: 2, signal: controller.signal, onProgress: (p) => { if (p.running === 2 && p.done >= 2) controller.abort(); } });
+        cancel = 'resolved';
+      } catch (e) { cancel = e.message; }
+      const cancelMs = performance.now() - t0;
+      const again = await bytes(await two.upscale(blob, opts));
+      // 'auto': one per core, within half the device's memory at WORKER_BYTES each, at most 8.
+      const { autoWorkers } = await import('/client.js');
+      const auto = [[2, 8], [16, 8], [16, 1], [16, 2], [4, undefined], [0, undefined]].map(([hardwareConcurrency, deviceMemory]) => autoWorkers({ hardwareConcurrency, deviceMemory }));
+      let bad;
+      try { await Upscaler.load(model, { workers: 0 }); bad = 'resolved'; } catch (e) { bad = e.message; }
+      return { workers: [one.workers, two.workers], single, pooled, again, most, texts, cancel, cancelMs, auto, bad };
+    }, COMPACT);
+    console.log(`pool: ${r.single.length} bytes, most tiles at once ${r.most}, cancel ${r.cancel} after ${r.cancelMs.toFixed(0)} ms; e.g. ${r.texts.slice(-4).join(' | ')}`);
+    assert.deepEqual(r.workers, [1, 2]);
+    assert.ok(r.most === 2, 'both workers ran tiles at once');
+    assert.ok(Buffer.compare(Buffer.from(r.pooled), Buffer.from(r.single)) === 0, 'workers: 2 gives the same PNG bytes as workers: 1');
+    assert.ok(r.texts.some((t) => /^Upscaling: \d+ of 16 tiles done, 2 at once/.test(t)), r.texts.join(' | '));
+    assert.equal(r.cancel, 'cancelled');
+    assert.ok(Buffer.compare(Buffer.from(r.again), Buffer.from(r.single)) === 0, 'after a cancel, the pool gives the same bytes again');
+    assert.deepEqual(r.auto, AUTO, 'autoWorkers for (cores, GiB) = (2, 8), (16, 8), (16, 1), (16, 2), (4, ?), (?, ?)');
+    assert.equal(r.bad, "workers must be 'auto' or a whole number of at least 1, not 0");
   } finally {
     await ctx.close();
   }

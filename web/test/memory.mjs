@@ -85,7 +85,8 @@ export async function longSession({ cycles, webgpu = FULL, log = () => {} }) {
       const model = MODELS[cycle % MODELS.length];
       const url = `/models/${model}/manifest.json`;
       const info = await page.evaluate(async ({ url, backend }) => {
-        window.up = await window.client.Upscaler.load(url, { backend });
+        // One worker: the heaps read are that worker's (the pool's are exact.test.mjs's).
+        window.up = await window.client.Upscaler.load(url, { backend, workers: 1 });
         return window.up.info;
       }, { url, backend });
       assert.equal(info.backend, backend);
