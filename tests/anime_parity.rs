@@ -46,24 +46,11 @@ fn load(model: &str, device: &Device) -> (tempfile::TempDir, GanUpscaler) {
 
 fn check_parity(device: Device, backend: &str, model: &str, cases: &[&str]) {
     let (_tmp, up) = load(model, &device);
-    let s = up.scale();
     for &name in cases {
-        let input = read_image(&fixture(&format!("{name}.png"))).unwrap();
-        let (rgb, alpha) = up.upscale(&input, up.default_tile_options(), &mut |_| {}).unwrap();
         let reference = if model.starts_with("waifu2x-cunet") { "numpy" } else { "ncnn" };
         let stem = name.rsplit('/').next().unwrap_or(name);
-        let want = read_rgba(&fixture(&format!("anime/{stem}_{model}_{reference}.png")));
-        assert_eq!((rgb.width(), rgb.height()), (s * input.rgb.width(), s * input.rgb.height()));
-        let want_rgb = image::DynamicImage::ImageRgba8(want.clone()).to_rgb8();
-        let d = max_abs_diff(rgb.as_raw(), want_rgb.as_raw());
-        println!("{backend} {model} {name}: max |diff| rgb = {d}");
-        assert!(d <= 1, "{backend} {model} {name}: max |diff| {d} > 1 level");
-        if let Some(a) = alpha {
-            let want_a: Vec<u8> = want.pixels().map(|p| p[3]).collect();
-            let d = max_abs_diff(a.as_raw(), &want_a);
-            println!("{backend} {model} {name}: max |diff| alpha = {d}");
-            assert!(d <= 1, "{backend} {model} {name}: alpha max |diff| {d} > 1 level");
-        }
+        let want = fixture(&format!("anime/{stem}_{model}_{reference}.png"));
+        assert_matches_reference(&up, &format!("{backend} {model} {name}"), &fixture(&format!("{name}.png")), &want);
     }
 }
 

@@ -6,7 +6,7 @@ mod common;
 
 use burn::tensor::Device;
 use common::*;
-use onestep_sr::upscaler::{GanUpscaler, read_image};
+use onestep_sr::upscaler::GanUpscaler;
 
 /// Photos (one with alpha, one not square) and a drawing.
 const PHOTOS: [&str; 3] = ["astronaut_64", "chelsea_80x48", "coffee_rgba_40"];
@@ -15,24 +15,11 @@ const COMPACT: [&str; 3] = ["realesr-animevideov3-x2", "realesr-animevideov3-x3"
 
 fn check_parity(device: Device, backend: &str, model: &str, cases: &[&str]) {
     let up = GanUpscaler::load(&model_dir(model), &device, &mut |_| {}).expect("load real weights");
-    let s = up.scale();
     for &name in cases {
-        let input = read_image(&fixture(&format!("realesrgan/{name}.png"))).unwrap();
-        let (rgb, alpha) = up.upscale(&input, up.default_tile_options(), &mut |_| {}).unwrap();
         // x4plus's references predate the other models' naming.
         let reference = if model == "realesrgan-x4plus" { format!("{name}_x4_ncnn") } else { format!("{name}_{model}_ncnn") };
-        let want = read_rgba(&fixture(&format!("realesrgan/{reference}.png")));
-        assert_eq!((rgb.width(), rgb.height()), (s * input.rgb.width(), s * input.rgb.height()));
-        let want_rgb = image::DynamicImage::ImageRgba8(want.clone()).to_rgb8();
-        let d = max_abs_diff(rgb.as_raw(), want_rgb.as_raw());
-        println!("{backend} {model} {name}: max |diff| rgb = {d}");
-        assert!(d <= 1, "{backend} {model} {name}: max |diff| {d} > 1 level");
-        if let Some(a) = alpha {
-            let want_a: Vec<u8> = want.pixels().map(|p| p[3]).collect();
-            let d = max_abs_diff(a.as_raw(), &want_a);
-            println!("{backend} {model} {name}: max |diff| alpha = {d}");
-            assert!(d <= 1, "{backend} {model} {name}: alpha max |diff| {d} > 1 level");
-        }
+        let want = fixture(&format!("realesrgan/{reference}.png"));
+        assert_matches_reference(&up, &format!("{backend} {model} {name}"), &fixture(&format!("realesrgan/{name}.png")), &want);
     }
 }
 

@@ -9,8 +9,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use burn::tensor::{Tensor, TensorData};
-
 use super::torch_pickle::HostTensor;
 use super::{ParamStore, WeightsError};
 
@@ -47,9 +45,10 @@ fn parse_lora_key(key: &str) -> Option<(&str, char, &str)> {
 }
 
 /// Merge the adapters named in `active` into `store` (base weights under diffusers names)
-/// and copy every `base_layer` tensor over its base tensor. `rank` (from the checkpoint) is
-/// checked against each adapter's A matrix. Adapters present but not active are ignored;
-/// an active adapter with no tensors is an error.
+/// and copy every `base_layer` tensor over its base tensor, through [`HostMerges`] (the
+/// converter's own per-tensor merge). `rank` (from the checkpoint) is checked against each
+/// adapter's A matrix. Adapters present but not active are ignored; an active adapter with no
+/// tensors is an error.
 pub fn merge_peft(
     store: &mut ParamStore,
     state: &BTreeMap<String, HostTensor>,
@@ -57,54 +56,18 @@ pub fn merge_peft(
     rank: usize,
     alpha: f32,
 ) -> Result<MergeReport, WeightsError> {
-    let present = adapter_names(state);
-    if let Some(missing) = active.iter().find(|a| !present.contains(**a)) {
-        return Err(WeightsError::Convert(format!("LoRA adapter {missing} is not in the checkpoint (it has {present:?})")));
+    let mut merges = HostMerges::new(state, active, rank, alpha)?;
+    for name in merges.targets() {
+        let shape = store
+            .shape(&name)
+            .ok_or_else(|| WeightsError::Convert(format!("LoRA target {name} is not a weight of the base model")))?
+            .to_vec();
+        let mut values = store.take_values(&name, &shape)?;
+        merges.apply(&name, &shape, &mut values)?;
+        store.insert(&name, &shape, values);
     }
-    let mut report = MergeReport::default();
-    let device = store.device().clone();
-
-    // Fully fine-tuned parameters of wrapped modules (OSEDiff's / PiSA-SR's conv_in).
-    for (key, t) in state {
-        if let Some((module, param)) = key.split_once(".base_layer.") {
-            let name = format!("{module}.{param}");
-            store.replace(&name, &t.shape, t.values.clone())?;
-            report.replaced += 1;
-        }
-    }
-
-    let mut modules = BTreeSet::new();
-    for (key, a) in state {
-        let Some((module, 'A', adapter)) = parse_lora_key(key) else { continue };
-        if !active.contains(&adapter) {
-            continue;
-        }
-        let b_key = format!("{module}.lora_B.{adapter}.weight");
-        let b = state.get(&b_key).ok_or_else(|| WeightsError::Convert(format!("{key} has no matching {b_key}")))?;
-        let r = a.shape[0];
-        let out = b.shape[0];
-        let rest: usize = a.shape[1..].iter().product();
-        if r != rank || b.shape.get(1) != Some(&r) || b.shape[2..].iter().any(|&d| d != 1) {
-            return Err(WeightsError::Convert(format!(
-                "{module} ({adapter}): A {:?} and B {:?} do not form a rank-{rank} LoRA",
-                a.shape, b.shape
-            )));
-        }
-        let name = format!("{module}.weight");
-        let scale = alpha / r as f32;
-        let a_t = Tensor::<2>::from_data(TensorData::new(a.values.clone(), [r, rest]), &device);
-        let b_t = Tensor::<2>::from_data(TensorData::new(b.values.clone(), [out, r]), &device);
-        let delta = (b_t.matmul(a_t) * scale).reshape([out * rest]);
-        store.update(&name, |shape| {
-            let base_rest: usize = shape[1..].iter().product();
-            (shape[0] == out && base_rest == rest && shape[1..] == a.shape[1..]).then_some(())
-                .ok_or_else(|| format!("LoRA {adapter} has A {:?} and B {:?}", a.shape, b.shape))
-        }, |w| w + delta)?;
-        modules.insert(module.to_string());
-        report.merged += 1;
-    }
-    report.modules = modules.len();
-    Ok(report)
+    merges.finish("the LoRA checkpoint")?;
+    Ok(merges.report())
 }
 
 /// The official checkpoints also list each adapter's target modules: check that every
@@ -246,6 +209,17 @@ impl HostMerges {
         }
         self.used.insert(module.to_string());
         Ok(())
+    }
+
+    /// The tensors this touches: every replaced parameter and every adapted `{module}.weight`.
+    pub fn targets(&self) -> Vec<String> {
+        let mut t: BTreeSet<String> = self.replace.keys().cloned().collect();
+        t.extend(self.adapters.keys().map(|m| format!("{m}.weight")));
+        t.into_iter().collect()
+    }
+
+    pub fn report(&self) -> MergeReport {
+        MergeReport { modules: self.adapters.len(), merged: self.adapters.values().map(Vec::len).sum(), replaced: self.replace.len() }
     }
 
     /// Every replacement and adapter must have found its tensor.

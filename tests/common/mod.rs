@@ -64,6 +64,26 @@ pub fn max_abs_diff(a: &[u8], b: &[u8]) -> u8 {
     a.iter().zip(b).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0)
 }
 
+/// Upscale fixture `input` with `up` (one tile) and require its reference `want` within 1 level
+/// on every pixel and channel, RGB and alpha, and exactly the model's scale.
+pub fn assert_matches_reference(up: &onestep_sr::upscaler::GanUpscaler, label: &str, input: &Path, want: &Path) {
+    let s = up.scale();
+    let input = onestep_sr::upscaler::read_image(input).unwrap();
+    let (rgb, alpha) = up.upscale(&input, up.default_tile_options(), &mut |_| {}).unwrap();
+    let want = read_rgba(want);
+    assert_eq!((rgb.width(), rgb.height()), (s * input.rgb.width(), s * input.rgb.height()));
+    let want_rgb = image::DynamicImage::ImageRgba8(want.clone()).to_rgb8();
+    let d = max_abs_diff(rgb.as_raw(), want_rgb.as_raw());
+    println!("{label}: max |diff| rgb = {d}");
+    assert!(d <= 1, "{label}: max |diff| {d} > 1 level");
+    if let Some(a) = alpha {
+        let want_a: Vec<u8> = want.pixels().map(|p| p[3]).collect();
+        let d = max_abs_diff(a.as_raw(), &want_a);
+        println!("{label}: max |diff| alpha = {d}");
+        assert!(d <= 1, "{label}: alpha max |diff| {d} > 1 level");
+    }
+}
+
 /// An edit of a manifest's JSON, named, and a phrase its load error must contain.
 pub type ManifestCase = (&'static str, Box<dyn Fn(&mut serde_json::Value)>, &'static str);
 
