@@ -8,11 +8,12 @@ import assert from 'node:assert/strict';
 import { cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { browser, onestep, scratch, server } from './helpers.mjs';
+import { browser, onestep, root, scratch, server } from './helpers.mjs';
 import { pngDiff } from './png.mjs';
 import { assertLocal, download, openPage, recordRequests } from './ui.mjs';
 
-const SD = 'tests/fixtures/sd';
+// Paths from the repository root (the tests run from web/ under `npm --prefix web test`).
+const SD = join(root, 'tests/fixtures/sd');
 const IMAGE = `${SD}/lr.png`;
 let dir, srv, ctx, page, requests;
 

@@ -30,12 +30,13 @@ function defineRun() {
   };
 }
 
-/// Through the worker client: loads the model on `backend`; returns the worker.
+/// Through the worker client: loads the model on `backend` into one worker (the CPU path's
+/// pool would start more); returns the worker.
 async function load(page, backend) {
   await page.evaluate(defineRun);
   await page.evaluate(async ({ model, backend }) => {
     const { Upscaler } = await import('/client.js');
-    window.up = await Upscaler.load(model, { backend });
+    window.up = await Upscaler.load(model, { backend, workers: 1 });
   }, { model: MODEL, backend });
   const workers = page.workers();
   assert.equal(workers.length, 1, 'one worker');
