@@ -28,6 +28,9 @@ async function upscaleAll() {
   if (!todo.length) return;
   page.controller = new AbortController();
   const signal = page.controller.signal;
+  // Upscale is disabled while it runs, and the browser may then drop its focus: given back at
+  // the end, so a keyboard user is where they were.
+  const from = document.activeElement;
   // A new run supersedes a pending PiSA-SR re-render.
   supersede();
   syncButtons();
@@ -106,6 +109,9 @@ async function upscaleAll() {
     page.controller = null;
     renderQueue();
     syncButtons();
+    if (from instanceof HTMLElement && from.isConnected && (document.activeElement === document.body || !document.activeElement)) {
+      from.focus({ preventScroll: true });
+    }
     refreshCache();
   }
 }

@@ -109,7 +109,10 @@ test('the compact and anime models give the native CLI\'s PNG within 1 level: We
 
 test('the page offers the models in groups with their sizes, and output scales up to the chosen model\'s', async () => {
   onestep('upscale', `tests/fixtures/${ANIME}`, '-o', `${out}/anime_x2_scale1.5.png`, '--model', 'models/realesr-animevideov3-x2', '--device', 'cpu', '--scale', '1.5');
-  const page = await openPage(ctx, `${srv.url}/?model=realesr-animevideov3-x2`);
+  // A fresh profile: nothing cached, so the sizes to download are what the page shows (the
+  // shared context has these models stored by the tests before).
+  const fresh = await browser({ webgpu: false });
+  const page = await openPage(fresh, `${srv.url}/?model=realesr-animevideov3-x2`);
   await page.waitForFunction(() => document.querySelectorAll('#model option').length > 1);
   const picker = await page.evaluate(() => [...document.querySelectorAll('#model optgroup')].map((g) => ({
     group: g.label, models: [...g.querySelectorAll('option')].map((o) => [o.value, o.textContent]),
@@ -149,7 +152,7 @@ test('the page offers the models in groups with their sizes, and output scales u
   assert.deepEqual(d.size, [96, 72]);
   assert.ok(d.max <= 1, `max difference ${d.max} from the CLI`);
   assert.deepEqual(page.errors, []);
-  await page.close();
+  await fresh.close();
 });
 
 test('<onestep-upscaler> takes the new model ids; scale="4" on an x3 model gives x3', async () => {
