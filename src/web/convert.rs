@@ -6,8 +6,8 @@
 
 use wasm_bindgen::prelude::*;
 
-use super::glue::{self, aborted, get, get_f64, object};
-use super::shards::{LOCAL_SCHEME, MODELS, SHARDS, model_record};
+use super::glue::{self, aborted, get, object};
+use super::shards::{LOCAL_SCHEME, MODELS, SHARDS, model_record, storage_room};
 use crate::weights::WeightsError;
 use crate::weights::folder::Folder;
 use crate::weights::quant::{Mode, Plan};
@@ -117,6 +117,48 @@ async fn put_shard(key: &str, bytes: &[u8], need: f64) -> Result<(), String> {
     })
 }
 
+/// Convert every tensor, storing each finished shard under `prefix`, then the model's record
+/// (last: until it is stored, nothing names these shards). Returns the record's URL.
+async fn store(
+    folder: &PickedFolder,
+    mut conv: SdConversion,
+    prefix: &str,
+    need: f64,
+    on_progress: &Option<js_sys::Function>,
+    signal: &JsValue,
+) -> Result<(String, crate::weights::Manifest), String> {
+    let key = |i: usize| format!("{prefix}{i:05}");
+    let total = conv.bytes_total as f64;
+    let mut w = ShardWriter::in_memory();
+    let mut last_yield = glue::now();
+    while conv.step(folder, &mut w).map_err(line)? {
+        for (i, bytes) in w.take_ready() {
+            put_shard(&key(i), &bytes, need).await?;
+        }
+        // Let a Cancel (a message to this worker) in.
+        if glue::now() - last_yield > 100.0 {
+            report(on_progress, "convert", conv.bytes_done as f64, total);
+            glue::next_task().await;
+            last_yield = glue::now();
+        }
+        if aborted(signal) {
+            return Err("cancelled".into());
+        }
+    }
+    let manifest = conv.finish(&mut w).map_err(line)?;
+    for (i, bytes) in w.take_ready() {
+        put_shard(&key(i), &bytes, need).await?;
+    }
+    report(on_progress, "convert", total, total);
+    let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
+    let url = format!("{LOCAL_SCHEME}{}/{}", manifest.architecture, &prefix[6..prefix.len() - 1]);
+    let rec = model_record(&url, &manifest, &text, prefix, true);
+    glue::idb_put(MODELS, &url, &rec)
+        .await
+        .map_err(|e| format!("cannot register the converted model: {}", glue::error_message(&e)))?;
+    Ok((url, manifest))
+}
+
 async fn convert(entries: js_sys::Array, opts: JsValue) -> Result<JsValue, String> {
     let signal = get(&opts, "signal");
     let on_progress = get(&opts, "onProgress").dyn_into::<js_sys::Function>().ok();
@@ -146,71 +188,27 @@ async fn convert(entries: js_sys::Array, opts: JsValue) -> Result<JsValue, Strin
         model_id: None,
         storage: Storage { dtype: StoreDType::F16, quantize },
     };
-    let mut conv = SdConversion::start(&folder, lora, &pkl, settings).map_err(line)?;
+    let conv = SdConversion::start(&folder, lora, &pkl, settings).map_err(line)?;
     let need = conv.output_bytes() as f64;
-    let est = glue::storage_estimate().await;
-    if let (Some(quota), Some(usage)) = (get_f64(&est, "quota"), get_f64(&est, "usage")) {
-        let free = (quota - usage).max(0.0);
-        if need > free {
-            return Err(format!(
-                "not enough storage to add this model: it needs {} and the browser allows {} more (quota {}, used {}); free some space and add it again",
-                mb(need),
-                mb(free),
-                mb(quota),
-                mb(usage)
-            ));
-        }
+    if let Some(room) = storage_room().await.filter(|r| need > r.free) {
+        return Err(format!(
+            "not enough storage to add this model: it needs {} and the browser allows {} more (quota {}, used {}); free some space and add it again",
+            mb(need),
+            mb(room.free),
+            mb(room.quota),
+            mb(room.usage)
+        ));
     }
     let prefix = format!("local-{}/", glue::random_id());
-    let key = |i: usize| format!("{prefix}{i:05}");
-    let total = conv.bytes_total as f64;
-    let mut w = ShardWriter::in_memory();
-    let mut last_yield = glue::now();
-    let result: Result<(), String> = async {
-        while conv.step(&folder, &mut w).map_err(line)? {
-            for (i, bytes) in w.take_ready() {
-                put_shard(&key(i), &bytes, need).await?;
-            }
-            // Let a Cancel (a message to this worker) in.
-            if glue::now() - last_yield > 100.0 {
-                report(&on_progress, "convert", conv.bytes_done as f64, total);
-                glue::next_task().await;
-                last_yield = glue::now();
-            }
-            if aborted(&signal) {
-                return Err("cancelled".into());
-            }
-        }
-        Ok(())
-    }
-    .await;
-    if let Err(e) = result {
-        let _ = glue::idb_delete_prefix(SHARDS, &prefix).await;
-        return Err(e);
-    }
-    let manifest = conv.finish(&mut w).map_err(line);
-    let manifest = match manifest {
-        Ok(m) => m,
+    // Any failure from here on deletes what was stored under `prefix`.
+    let stored = store(&folder, conv, &prefix, need, &on_progress, &signal).await;
+    let (url, manifest) = match stored {
+        Ok(v) => v,
         Err(e) => {
             let _ = glue::idb_delete_prefix(SHARDS, &prefix).await;
             return Err(e);
         }
     };
-    for (i, bytes) in w.take_ready() {
-        if let Err(e) = put_shard(&key(i), &bytes, need).await {
-            let _ = glue::idb_delete_prefix(SHARDS, &prefix).await;
-            return Err(e);
-        }
-    }
-    report(&on_progress, "convert", total, total);
-    let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
-    // The record last: until it is stored, nothing names these shards.
-    let url = format!("{LOCAL_SCHEME}{}/{}", manifest.architecture, &prefix[6..prefix.len() - 1]);
-    let rec = model_record(&url, &manifest, &text, &prefix, true);
-    if let Err(e) = glue::idb_put(MODELS, &url, &rec).await {
-        let _ = glue::idb_delete_prefix(SHARDS, &prefix).await;
-        return Err(format!("cannot register the converted model: {}", glue::error_message(&e)));
-    }
     Ok(object(&[
         ("url", url.into()),
         ("modelId", manifest.model_id.as_str().into()),

@@ -119,6 +119,19 @@ async fn manifest_text(url: &str, signal: &JsValue, notices: &mut Vec<String>) -
     }
 }
 
+/// What the browser's storage allows this origin (`navigator.storage.estimate()`), when it says.
+pub(crate) struct Room {
+    pub free: f64,
+    pub quota: f64,
+    pub usage: f64,
+}
+
+pub(crate) async fn storage_room() -> Option<Room> {
+    let est = glue::storage_estimate().await;
+    let (quota, usage) = (get_f64(&est, "quota")?, get_f64(&est, "usage")?);
+    Some(Room { free: (quota - usage).max(0.0), quota, usage })
+}
+
 /// The cache is keyed by absolute URLs, whichever form the caller used.
 fn absolute(url: &str) -> Result<String, String> {
     glue::absolute_url(url).map_err(|e| format!("{url:?} is not a URL: {}", glue::error_message(&e)))
@@ -233,18 +246,14 @@ pub async fn load(url: &str, device: &Device, opts: &LoadOptions) -> Result<(Man
     let missing: f64 =
         manifest.shards.iter().enumerate().filter(|(i, _)| !cached.contains(&key(*i))).map(|(_, s)| s.bytes as f64).sum();
     if cache_ok && missing > 0.0 {
-        let est = glue::storage_estimate().await;
-        if let (Some(quota), Some(usage)) = (get_f64(&est, "quota"), get_f64(&est, "usage")) {
-            let free = (quota - usage).max(0.0);
-            if missing > free {
-                return Err(format!(
-                    "not enough storage for this model: it needs {} more and the browser allows {} (quota {}, used {}); free some space or use a smaller model",
-                    mb(missing),
-                    mb(free),
-                    mb(quota),
-                    mb(usage)
-                ));
-            }
+        if let Some(room) = storage_room().await.filter(|r| missing > r.free) {
+            return Err(format!(
+                "not enough storage for this model: it needs {} more and the browser allows {} (quota {}, used {}); free some space or use a smaller model",
+                mb(missing),
+                mb(room.free),
+                mb(room.quota),
+                mb(room.usage)
+            ));
         }
     }
     if opts.persist && !glue::storage_persist().await.is_truthy() {

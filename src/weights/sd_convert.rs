@@ -150,8 +150,9 @@ fn sem_adapters(unet: &Component, state: &BTreeMap<String, HostTensor>, rank: us
 /// failing later on a shape.
 fn check_family(folder: &dyn Folder) -> Result<(), WeightsError> {
     let name = folder.name();
+    let files = folder.files();
     for dir in ["unet", "vae", "text_encoder", "tokenizer"] {
-        if !folder.files().iter().any(|f| f.starts_with(&format!("{dir}/"))) {
+        if !files.iter().any(|f| f.starts_with(&format!("{dir}/"))) {
             return Err(WeightsError::Convert(format!(
                 "{name} has no {dir}/ folder: pick the diffusers folder of Stable Diffusion 2.1-base (model_index.json, unet/, vae/, text_encoder/, tokenizer/)"
             )));
@@ -340,24 +341,18 @@ impl SdConversion {
                 unet_cfg.cross_attention_dim
             )));
         }
-        let mut items: Vec<Item> = unet_cfg.tensor_shapes().into_iter().map(|(n, s)| Item::Unet(n, s)).collect();
-        items.extend(sem.into_iter().map(|(n, t)| Item::Host(format!("unet.{n}"), t)));
-        items.extend(vae_cfg.tensor_shapes().into_iter().map(|(n, s)| Item::Vae(n, s)));
-        items.push(Item::Host("text_embedding".into(), HostTensor { shape: emb_shape, values: emb }));
+        let (unet_list, vae_list) = (unet_cfg.tensor_shapes(), vae_cfg.tensor_shapes());
         // Every tensor present with its shape, and nothing else, before any work.
-        for (comp, listing) in [(&unet, &items), (&vae, &items)] {
-            let mut names = std::collections::BTreeSet::new();
-            for i in listing.iter() {
-                let (n, s) = match i {
-                    Item::Unet(n, s) if comp.dir == "unet" => (n, s),
-                    Item::Vae(n, s) if comp.dir == "vae" => (n, s),
-                    _ => continue,
-                };
+        for (comp, list) in [(&unet, &unet_list), (&vae, &vae_list)] {
+            for (n, s) in list {
                 comp.check(n, s)?;
-                names.insert(n.as_str());
             }
-            comp.check_only(&names)?;
+            comp.check_only(&list.iter().map(|(n, _)| n.as_str()).collect())?;
         }
+        let mut items: Vec<Item> = unet_list.into_iter().map(|(n, s)| Item::Unet(n, s)).collect();
+        items.extend(sem.into_iter().map(|(n, t)| Item::Host(format!("unet.{n}"), t)));
+        items.extend(vae_list.into_iter().map(|(n, s)| Item::Vae(n, s)));
+        items.push(Item::Host("text_embedding".into(), HostTensor { shape: emb_shape, values: emb }));
         let bytes_total = items
             .iter()
             .map(|i| match i {
